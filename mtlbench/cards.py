@@ -1,0 +1,80 @@
+"""Cards: what a plugin registers for a method or a dataset, with its metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from mtlbench.data.cases import Case
+
+TASKS = ("seg", "cls")
+FAMILIES = ("single-task", "multi-task")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a method's ``build`` receives: everything about the model the protocol decides."""
+
+    num_classes: int = 2
+    in_channels: int = 3
+    image_size: int = 256
+    pretrained: str = "none"  # "none" or "imagenet"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodCard:
+    """A method: how to build its model and what the benchmark should know about it.
+
+    ``published`` maps a dataset name to the paper's numbers for this method, metric name ->
+    (mean, std), in the paper's units (percent for Dice/Jaccard/ACC/PRE/REC, pixels for
+    HD95/ASD; ``gmacs_paper``/``mparams_paper`` for the paper's complexity figures).
+    ``weights`` names the pretrained weights the model loads when the protocol asks for them
+    (see mtlbench.weights).
+    """
+
+    name: str
+    build: Callable[[ModelConfig], nn.Module]
+    tasks: frozenset[str]
+    family: str
+    description: str = ""
+    citation: str = ""
+    groups: tuple[str, ...] = ()
+    extra_losses: tuple[str, ...] = ()
+    weights: tuple[str, ...] = ()
+    published: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        tasks = frozenset(self.tasks)
+        object.__setattr__(self, "tasks", tasks)
+        if not tasks or not tasks <= set(TASKS):
+            raise ValueError(f"method {self.name!r}: tasks must be a non-empty subset of {TASKS}")
+        if self.family not in FAMILIES:
+            raise ValueError(f"method {self.name!r}: family must be one of {FAMILIES}")
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """A dataset: where it comes from and how to turn a folder into cases.
+
+    ``load(root)`` returns the cases (``root`` is None for datasets that need no files);
+    ``fingerprint(root)`` is a cheap string that changes whenever the data would (it keys the
+    resized-array cache, so an epoch never touches the disk).
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    load: Callable[[Path | None], list[Case]]
+    fingerprint: Callable[[Path | None], str]
+    description: str = ""
+    citation: str = ""
+    licence: str = ""
+    obtain: str = ""
+    layout: str = ""
+    needs_files: bool = True
+    folder_name: str = ""  # its folder under MTLBENCH_DATA; defaults to the name

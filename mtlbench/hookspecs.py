@@ -1,0 +1,18 @@
+"""The hooks a plugin may implement; each receives a ``register`` callback (llm style)."""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("mtlbench")
+hookimpl = pluggy.HookimplMarker("mtlbench")
+
+
+@hookspec
+def mtlbench_register_methods(register):
+    """Call ``register(card: MethodCard)`` once per method the plugin provides."""
+
+
+@hookspec
+def mtlbench_register_datasets(register):
+    """Call ``register(card: DatasetCard)`` once per dataset the plugin provides."""

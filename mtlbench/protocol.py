@@ -1,0 +1,195 @@
+"""The training and evaluation protocol: every knob that changes a result, with named presets.
+
+A Protocol is a frozen dataclass; ``protocol.hash`` is stable across runs and machines (it
+covers the knobs, not the preset name or how they were set) and goes into every trial id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+SPLITS = ("stratified-group", "paper")
+CHECKPOINTS = ("last", "paper")
+PRETRAINED = ("none", "imagenet")
+SCHEDULES = ("cosine", "constant")
+ROTATIONS = ("uniform", "paper-text")
+PRECISIONS = ("fp32", "bf16")
+# Knobs that describe the run, not the result: left out of the hash.
+_NOT_HASHED = ("name", "overrides", "eval_batch_size")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Every setting of one training + evaluation protocol (spec §1, §4)."""
+
+    name: str
+    image_size: int
+    batch_size: int
+    epochs: int
+    lr: float
+    weight_decay: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.99
+    schedule: str = "cosine"  # cosine: lr factor 1 -> lr_final_factor over the epochs (spec §4)
+    lr_final_factor: float = 0.1
+    hflip_p: float = 0.6
+    vflip_p: float = 0.6
+    rotate_deg: float = 30.0
+    rotate_mode: str = "uniform"  # uniform in ±deg (the code); paper-text: |θ| in [10, deg]
+    norm_mean: float = 0.330
+    norm_std: float = 0.204
+    folds: int = 5
+    split: str = "stratified-group"
+    split_seed: int = 42
+    cls_weight: float = 0.3  # λ in L = λ·CE + (1−λ)·L_seg
+    dice_smooth: float = 1.0
+    checkpoint: str = "last"  # last epoch (clean) or the paper's best-on-test-fold (leaky)
+    pretrained: str = "none"
+    precision: str = "fp32"
+    seed: int = 2
+    eval_batch_size: int = 32
+    overrides: tuple[tuple[str, Any], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.image_size < 32 or self.image_size % 32:
+            problems.append(f"image_size={self.image_size} must be a multiple of 32 (>= 32)")
+        for key in ("batch_size", "epochs", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                problems.append(f"{key}={getattr(self, key)} must be >= 1")
+        if self.folds < 2:
+            problems.append(f"folds={self.folds} must be >= 2")
+        if self.lr <= 0:
+            problems.append(f"lr={self.lr} must be > 0")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay={self.weight_decay} must be >= 0")
+        for key in ("hflip_p", "vflip_p", "cls_weight", "beta1", "beta2", "lr_final_factor"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                problems.append(f"{key}={value} must be within [0, 1]")
+        if not 0 <= self.rotate_deg <= 180:
+            problems.append(f"rotate_deg={self.rotate_deg} must be within [0, 180]")
+        if self.norm_std <= 0 or self.dice_smooth < 0:
+            problems.append("norm_std must be > 0 and dice_smooth >= 0")
+        for key, allowed in (("split", SPLITS), ("checkpoint", CHECKPOINTS),
+                             ("pretrained", PRETRAINED), ("schedule", SCHEDULES),
+                             ("rotate_mode", ROTATIONS), ("precision", PRECISIONS)):
+            if getattr(self, key) not in allowed:
+                problems.append(f"{key}={getattr(self, key)!r} must be one of {', '.join(allowed)}")
+        if problems:
+            raise ProtocolError(f"protocol {self.name!r}: " + "; ".join(problems))
+
+    def knobs(self) -> dict[str, Any]:
+        """The settings that change a result, as plain data."""
+        data = dataclasses.asdict(self)
+        for key in _NOT_HASHED:
+            data.pop(key)
+        return data
+
+    @property
+    def hash(self) -> str:
+        """A short stable hash of the knobs."""
+        text = json.dumps(self.knobs(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["overrides"] = [list(kv) for kv in self.overrides]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Protocol:
+        data = dict(data)
+        data["overrides"] = tuple(tuple(kv) for kv in data.get("overrides", ()))
+        return cls(**data)
+
+
+class ProtocolError(ValueError):
+    """A protocol name, override or value a user gave that cannot be used."""
+
+
+# Preset name -> (description, base knobs, per-dataset knobs)
+_PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
+    "paper": (
+        "The ACSNet paper's protocol (spec §1, §4): 256², Adam 1e-4, cosine to 0.1, "
+        "flips p=0.6, rotation ±30°, ImageNet encoder; BUSI 16×100, BUS 4×90.",
+        dict(image_size=256, batch_size=16, epochs=100, lr=1e-4, beta2=0.99,
+             pretrained="imagenet", eval_batch_size=16),
+        {"busi": dict(batch_size=16, epochs=100), "bus": dict(batch_size=4, epochs=90),
+         # the synthetic set has BUS's size, so it gets BUS's schedule
+         "synthetic": dict(batch_size=4, epochs=90)},
+    ),
+    "smoke": (
+        "Small and fast, for CPUs and CI: 64², batch 8, 5 epochs, lr 1e-3, random init, "
+        "horizontal flips and ±10° rotation (no vertical flips: they move the posterior cue).",
+        dict(image_size=64, batch_size=8, epochs=5, lr=1e-3, beta2=0.999, schedule="cosine",
+             lr_final_factor=0.1, hflip_p=0.5, vflip_p=0.0, rotate_deg=10.0, eval_batch_size=64),
+        {},
+    ),
+}
+
+
+def protocol_names() -> list[str]:
+    return list(_PRESETS)
+
+
+def describe_protocols() -> list[tuple[str, str, dict[str, dict[str, Any]]]]:
+    """(name, description, per-dataset knobs) of every preset."""
+    return [(name, desc, per) for name, (desc, _, per) in _PRESETS.items()]
+
+
+def get_protocol(name: str, dataset: str = "", overrides: dict[str, str] | None = None) -> Protocol:
+    """The preset ``name`` resolved for ``dataset``, with command-line ``overrides`` applied."""
+    if name not in _PRESETS:
+        close = difflib.get_close_matches(name, list(_PRESETS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ProtocolError(f"unknown protocol {name!r}.{hint} Valid protocols: "
+                            + ", ".join(_PRESETS))
+    _, base, per_dataset = _PRESETS[name]
+    knobs = {**base, **per_dataset.get(dataset, {})}
+    protocol = Protocol(name=name, **knobs)
+    return apply_overrides(protocol, overrides or {})
+
+
+def apply_overrides(protocol: Protocol, overrides: dict[str, str]) -> Protocol:
+    """A copy of ``protocol`` with ``key=value`` strings parsed to each knob's type and recorded."""
+    if not overrides:
+        return protocol
+    types = {f.name: f.type for f in fields(Protocol) if f.name not in ("name", "overrides")}
+    changes: dict[str, Any] = {}
+    for key, raw in overrides.items():
+        key = key.strip().replace("-", "_")
+        if key not in types:
+            close = difflib.get_close_matches(key, list(types), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ProtocolError(f"unknown protocol setting {key!r}.{hint} Settings: "
+                                + ", ".join(types))
+        changes[key] = _parse(key, raw, getattr(protocol, key))
+    recorded = dict(protocol.overrides)
+    recorded.update(changes)
+    return dataclasses.replace(protocol, **changes, overrides=tuple(sorted(recorded.items())))
+
+
+def _parse(key: str, raw: Any, current: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    kind = type(current)
+    try:
+        if kind is bool:
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return raw.lower() in ("true", "1", "yes")
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+    except ValueError:
+        raise ProtocolError(
+            f"protocol setting {key}={raw!r}: expected {kind.__name__} (e.g. {key}={current})"
+        ) from None
+    return raw
