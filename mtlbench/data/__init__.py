@@ -1,0 +1,1 @@
+"""Datasets: cards and loaders, resized-array cache, splits and batch augmentation."""

@@ -1,0 +1,136 @@
+"""Read a dataset once, resize it to the protocol size and cache the arrays on disk.
+
+The cache file is keyed by the dataset's fingerprint and the size, so an epoch never touches
+the disk and a second run starts at once.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mtlbench.cards import DatasetCard
+
+DATA_ENV = "MTLBENCH_DATA"
+CACHE_VERSION = 1
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The dataset's folder is missing; the message says where we looked and what to do."""
+
+
+@dataclass(frozen=True)
+class DatasetArrays:
+    """A whole dataset at one size, in memory.
+
+    ``images``: uint8 (N, S, S); ``masks``: uint8 0/1 (N, S, S), resized nearest (training and
+    strict metrics); ``soft_masks``: uint8 0..255 (N, S, S), resized bilinear (the paper's test
+    ground truth, spec §6).
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    ids: tuple[str, ...]
+    hashes: tuple[str, ...]
+    groups: tuple[str, ...]
+    labels: np.ndarray
+    images: np.ndarray
+    masks: np.ndarray
+    soft_masks: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def resolve_root(card: DatasetCard, data_root: str | Path | None) -> Path | None:
+    """The folder to read ``card`` from: ``data_root`` if given, else $MTLBENCH_DATA/<name>.
+
+    Raises DataNotFoundError saying where it looked, the expected layout and how to point at it.
+    """
+    if not card.needs_files:
+        return None
+    folder = card.folder_name or card.name
+    candidates: list[Path] = []
+    if data_root:
+        candidates.append(Path(data_root).expanduser())
+    else:
+        if os.environ.get(DATA_ENV):
+            candidates.append(Path(os.environ[DATA_ENV]).expanduser() / folder)
+        candidates.append(Path("data") / folder)
+    for path in candidates:
+        if path.is_dir() and any(path.iterdir()):
+            return path.resolve()
+    looked = ", ".join(str(p.resolve()) for p in candidates)
+    lines = [f"dataset {card.name!r} not found: looked in {looked}."]
+    if card.layout:
+        lines.append(f"Expected layout:\n{card.layout}")
+    if card.obtain:
+        lines.append(f"How to obtain it: {card.obtain}")
+    lines.append(f"Point at it with --data-root PATH, or set {DATA_ENV}=DIR so that "
+                 f"DIR/{folder} holds it.")
+    raise DataNotFoundError("\n".join(lines))
+
+
+def prepare_dataset(card: DatasetCard, root: Path | None, size: int,
+                    cache_dir: Path | None) -> DatasetArrays:
+    """The dataset resized to ``size``×``size``, from the cache when it is there."""
+    key = f"{card.name}-{card.fingerprint(root)}-{size}-c{CACHE_VERSION}"
+    path = cache_dir / f"{key}.npz" if cache_dir else None
+    if path is not None and path.exists():
+        try:
+            return _read_cache(path, card)
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a damaged cache is rebuilt, never trusted
+    cases = card.load(root)
+    if not cases:
+        raise ValueError(f"dataset {card.name!r} at {root}: no cases found")
+    arrays = DatasetArrays(
+        name=card.name,
+        classes=tuple(card.classes),
+        ids=tuple(c.id for c in cases),
+        hashes=tuple(c.content_hash for c in cases),
+        groups=tuple(c.group for c in cases),
+        labels=np.array([c.label for c in cases], dtype=np.int64),
+        images=np.stack([_resize(c.image, size, Image.BILINEAR) for c in cases]),
+        masks=np.stack([_resize(c.mask.astype(np.uint8), size, Image.NEAREST) for c in cases]),
+        soft_masks=np.stack([_resize(c.mask.astype(np.uint8) * 255, size, Image.BILINEAR)
+                             for c in cases]),
+    )
+    if path is not None:
+        _write_cache(path, arrays)
+    return arrays
+
+
+def _resize(array: np.ndarray, size: int, resample: int) -> np.ndarray:
+    if array.shape == (size, size):
+        return np.ascontiguousarray(array)
+    return np.asarray(Image.fromarray(array).resize((size, size), resample))
+
+
+def _write_cache(path: Path, arrays: DatasetArrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, ids=np.array(arrays.ids), hashes=np.array(arrays.hashes),
+                     groups=np.array(arrays.groups), labels=arrays.labels, images=arrays.images,
+                     masks=arrays.masks, soft_masks=arrays.soft_masks)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _read_cache(path: Path, card: DatasetCard) -> DatasetArrays:
+    with np.load(path, allow_pickle=False) as z:
+        return DatasetArrays(
+            name=card.name, classes=tuple(card.classes),
+            ids=tuple(str(s) for s in z["ids"]), hashes=tuple(str(s) for s in z["hashes"]),
+            groups=tuple(str(s) for s in z["groups"]), labels=z["labels"],
+            images=z["images"], masks=z["masks"], soft_masks=z["soft_masks"],
+        )

@@ -1,0 +1,105 @@
+"""Five-fold splits: computed once, saved as JSON (case id + content hash per fold), reused.
+
+``stratified-group`` (default): folds stratified by class, and a group (patient or
+near-duplicate cluster) never lands on both sides. ``paper``: the ACSNet code's split (spec §1),
+sklearn KFold(shuffle=True, random_state=seed) over the cases sorted naturally by id inside
+each class, classes in label order; not stratified and blind to groups.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import KFold, StratifiedGroupKFold
+
+from mtlbench.data.prepare import DatasetArrays
+
+SPLIT_FORMAT = 1
+
+
+class SplitMismatchError(ValueError):
+    """A saved split does not fit the data; the message names the file and what to do."""
+
+
+def make_folds(arrays: DatasetArrays, n_folds: int, method: str, seed: int) -> list[list[int]]:
+    """Test-set case indices of each fold; every case is in exactly one test set."""
+    n = len(arrays)
+    if method == "paper":
+        order = sorted(range(n), key=lambda i: (arrays.labels[i], _natural_key(arrays.ids[i])))
+        kfold = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        return [sorted(order[j] for j in test) for _, test in kfold.split(order)]
+    if method == "stratified-group":
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        folds = splitter.split(np.zeros(n), arrays.labels, groups=np.array(arrays.groups))
+        return [sorted(int(i) for i in test) for _, test in folds]
+    raise ValueError(f"unknown split method {method!r}")
+
+
+def split_path(split_dir: Path, dataset: str, method: str, n_folds: int, seed: int) -> Path:
+    return split_dir / f"{dataset}-{method}-k{n_folds}-seed{seed}.json"
+
+
+def load_or_make_split(path: Path, arrays: DatasetArrays, n_folds: int, method: str,
+                       seed: int) -> list[list[int]]:
+    """The folds saved at ``path`` (checked against the data), or new ones saved there."""
+    if path.exists():
+        return read_split(path, arrays, n_folds)
+    folds = make_folds(arrays, n_folds, method, seed)
+    doc = {
+        "format": SPLIT_FORMAT, "dataset": arrays.name, "method": method, "seed": seed,
+        "n_folds": n_folds,
+        "folds": [[{"id": arrays.ids[i], "hash": arrays.hashes[i]} for i in fold]
+                  for fold in folds],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp, path)
+    return folds
+
+
+def read_split(path: Path, arrays: DatasetArrays, n_folds: int) -> list[list[int]]:
+    """Folds from a split file; every case must appear once with its current content hash."""
+    try:
+        doc = json.loads(path.read_text())
+        folds_doc = doc["folds"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SplitMismatchError(f"split file {path} is not a valid split ({exc}); delete it "
+                                 "to have a new split computed") from None
+    if len(folds_doc) != n_folds:
+        raise SplitMismatchError(f"split file {path} has {len(folds_doc)} folds, the protocol "
+                                 f"asks for {n_folds}")
+    index = {case_id: i for i, case_id in enumerate(arrays.ids)}
+    seen: set[str] = set()
+    folds: list[list[int]] = []
+    for fold in folds_doc:
+        indices = []
+        for entry in fold:
+            case_id, digest = entry["id"], entry.get("hash")
+            if case_id not in index:
+                raise SplitMismatchError(f"split file {path} lists case {case_id!r}, which "
+                                         f"dataset {arrays.name!r} does not have")
+            if digest and digest != arrays.hashes[index[case_id]]:
+                raise SplitMismatchError(
+                    f"split file {path}: case {case_id!r} changed since the split was made "
+                    "(content hash differs); delete the file to re-split, or restore the data")
+            if case_id in seen:
+                raise SplitMismatchError(f"split file {path} lists case {case_id!r} twice")
+            seen.add(case_id)
+            indices.append(index[case_id])
+        folds.append(sorted(indices))
+    missing = [c for c in arrays.ids if c not in seen]
+    if missing:
+        raise SplitMismatchError(f"split file {path} misses {len(missing)} case(s) of "
+                                 f"{arrays.name!r}, e.g. {missing[:3]}; delete it to re-split")
+    return folds
+
+
+def _natural_key(text: str) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
