@@ -1,0 +1,399 @@
+"""The ``mtlbench`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from mtlbench.data.prepare import DataNotFoundError
+from mtlbench.data.splits import SplitMismatchError
+from mtlbench.plugins import Plugins, load_plugins
+from mtlbench.protocol import ProtocolError, describe_protocols, get_protocol
+from mtlbench.registry import UnknownNameError
+from mtlbench.report import headline_columns, leaderboard, to_csv, to_markdown, to_records
+from mtlbench.runner import RunLockedError, execute, plan_run, run_lock
+from mtlbench.store import STORE_NAME, Store, StoreError
+from mtlbench.trial import TrialResult, TrialSpec
+from mtlbench.weights import WeightsUnavailableError
+
+console = Console()
+err_console = Console(stderr=True)
+
+USER_ERRORS = (UnknownNameError, ProtocolError, DataNotFoundError, SplitMismatchError,
+               WeightsUnavailableError, RunLockedError, StoreError)
+DEFAULT_OUT = "mtlbench-runs"
+
+
+def _plugins() -> Plugins:
+    """Load plugins leniently: a broken plugin is named in a warning, the others still load."""
+    plugins = load_plugins(strict=False)
+    for error in plugins.errors:
+        err_console.print(f"[yellow]warning:[/] {error} — its methods are unavailable")
+    return plugins
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}")
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mtlbench")
+def main() -> None:
+    """Benchmark multi-task (segmentation + classification) models on breast ultrasound."""
+
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ProtocolError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=3")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _parse_folds(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected fold numbers like 0,1,2",
+                                 param_hint="--folds") from None
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ProtocolError(f"--device {name}: no CUDA device is available here; use --device cpu")
+    return name
+
+
+@main.command()
+@click.option("--methods", "-m", default="all", show_default=True,
+              help="Comma list of methods, wildcards (e.g. 'cu*'), group names or 'all'.")
+@click.option("--dataset", "-d", default="synthetic", show_default=True)
+@click.option("--protocol", "-p", "protocol_name", default="smoke", show_default=True,
+              help="A preset; see `mtlbench list protocols`.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override one protocol setting (recorded with every result), repeatable.")
+@click.option("--folds", default=None, help="Only these folds, e.g. 0,1 (default: all).")
+@click.option("--out", "-o", default=DEFAULT_OUT, show_default=True, type=click.Path(),
+              help="Run folder: store, checkpoints, splits and leaderboard files.")
+@click.option("--data-root", default=None, type=click.Path(),
+              help="The dataset's folder (default: $MTLBENCH_DATA/<dataset>).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--keep-checkpoints", is_flag=True, help="Keep each trial's last checkpoint.")
+def run(methods, dataset, protocol_name, sets, folds, out, data_root, device,
+        keep_checkpoints) -> None:
+    """Train and evaluate METHODS on DATASET under one protocol, five folds each.
+
+    Finished trials are skipped and an interrupted trial resumes from its last checkpoint, so
+    running the same command again continues where it stopped.
+    """
+    plugins = _plugins()
+    run_dir = Path(out)
+    try:
+        names = plugins.methods.select(methods, plugins.method_groups)
+        protocol = get_protocol(protocol_name, dataset, _parse_sets(sets))
+        with run_lock(run_dir):
+            with console.status("Preparing data, split and weights…"):
+                plan = plan_run(plugins, names, dataset, protocol, run_dir, _parse_folds(folds),
+                                data_root, None, _device(device))
+            _announce(plan, names, dataset, protocol, run_dir)
+            summary = _execute_with_progress(plan, run_dir, plugins, protocol.epochs,
+                                             keep_checkpoints)
+    except USER_ERRORS as exc:
+        _fail(str(exc))
+    _show_leaderboard(run_dir, dataset, protocol.hash)
+    for path in summary.leaderboard_files:
+        console.print(f"[dim]wrote {path}[/]")
+    if summary.failed:
+        err_console.print(f"[bold red]{len(summary.failed)} trial(s) failed:[/]")
+        for result in summary.failed:
+            err_console.print(f"  {result.method} fold {result.fold}: "
+                              f"{result.error.splitlines()[0]}")
+        sys.exit(1)
+
+
+def _announce(plan, names, dataset, protocol, run_dir) -> None:
+    overrides = ", ".join(f"{k}={v}" for k, v in protocol.overrides) or "none"
+    console.print(
+        f"[bold]mtlbench run[/]: {len(names)} method(s) ({', '.join(names)}) on [bold]{dataset}"
+        f"[/], protocol [bold]{protocol.name}[/] ({protocol.hash}; overrides: {overrides}), "
+        f"{protocol.image_size}², {protocol.epochs} epochs, batch {protocol.batch_size}, "
+        f"checkpoint selection '{protocol.checkpoint}', pretrained '{protocol.pretrained}'.")
+    console.print(f"Run folder {run_dir}: {len(plan.specs)} trial(s) to run, "
+                  f"{len(plan.done)} already finished, {len(plan.resumable)} resuming from a "
+                  "checkpoint.")
+
+
+class _ProgressEvents:
+    """Feeds the rich progress display: trials, the epochs of the current trial, ETA."""
+
+    def __init__(self, progress: Progress, overall, current, epochs: int, total: int) -> None:
+        self.progress, self.overall, self.current = progress, overall, current
+        self.epochs, self.total, self.done = epochs, total, 0
+
+    def trial_started(self, spec: TrialSpec) -> None:
+        resume = 0
+        if spec.checkpoint_path.exists():
+            resume = 1  # the display shows it; exact epoch comes with the first record
+        self.progress.reset(self.current, total=self.epochs,
+                            description=f"{spec.label}{' (resuming)' if resume else ''}")
+        self.progress.update(self.overall,
+                             description=f"trial {self.done + 1}/{self.total}")
+
+    def epoch_finished(self, spec: TrialSpec, record: dict) -> None:
+        self.progress.update(self.current, completed=record["epoch"] + 1)
+        self.progress.update(self.overall, advance=1)
+
+    def trial_finished(self, spec: TrialSpec, result: TrialResult) -> None:
+        self.done += 1
+        self.progress.update(self.overall, completed=self.done * self.epochs)
+        if result.status == "finished":
+            m = result.fold_metrics
+            parts = [f"{k} {m[key] * 100:.1f}" for k, key in
+                     (("Dice", "strict.dice"), ("ACC", "cls.acc")) if key in m]
+            self.progress.console.log(f"{spec.label}: " + ", ".join(parts) +
+                                      f" ({result.timing['wall_s']:.0f} s)")
+        else:
+            self.progress.console.log(f"[red]{spec.label} failed:[/] "
+                                      f"{result.error.splitlines()[0]}")
+
+
+def _execute_with_progress(plan, run_dir, plugins, epochs, keep_checkpoints):
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    started = time.perf_counter()
+    with Progress(*columns, console=console, transient=False) as progress:
+        overall = progress.add_task(f"trial 0/{len(plan.specs)}",
+                                    total=len(plan.specs) * epochs)
+        current = progress.add_task("waiting", total=epochs)
+        events = _ProgressEvents(progress, overall, current, epochs, len(plan.specs))
+        try:
+            summary = execute(plan, run_dir, events, plugins=plugins,
+                              keep_checkpoints=keep_checkpoints)
+        except KeyboardInterrupt:
+            progress.stop()
+            err_console.print(
+                f"[yellow]Interrupted[/] after {time.perf_counter() - started:.0f} s: "
+                f"{events.done} trial(s) finished and stored; the trial in progress keeps its "
+                "last finished epoch in its checkpoint. Run the same command again to resume.")
+            sys.exit(130)
+    console.print(f"Run took {time.perf_counter() - started:.0f} s.")
+    return summary
+
+
+def _show_leaderboard(run_dir: Path, dataset: str | None, protocol_hash: str | None) -> None:
+    with Store.in_run_dir(run_dir) as store:
+        rows = [r for r in leaderboard(store, "strict")
+                if (dataset is None or r.dataset == dataset)
+                and (protocol_hash is None or r.protocol_hash == protocol_hash)]
+    if not rows:
+        console.print("No finished trials in this run folder yet.")
+        return
+    for (ds, proto, phash) in dict.fromkeys((r.dataset, r.protocol, r.protocol_hash) for r in rows):
+        table = Table(title=f"Leaderboard · {ds} · protocol {proto} ({phash}) · strict metrics",
+                      caption="Dice/Jaccard/ACC/PRE/REC in %, HD95/ASD in px; mean ± std over "
+                              "folds. PRE weighted, REC macro.")
+        table.add_column("Method", style="bold")
+        for column in headline_columns():
+            table.add_column(column, justify="right")
+        table.add_column("Params (M)", justify="right")
+        table.add_column("GFLOPs", justify="right")
+        table.add_column("Folds", justify="right")
+        for row in rows:
+            if (row.dataset, row.protocol_hash) != (ds, phash):
+                continue
+            cells = []
+            for column in headline_columns():
+                mean, std = row.metrics.get(column, (None, None))
+                cells.append("–" if mean is None else f"{mean:.2f} ± {std:.2f}")
+            table.add_row(row.method, *cells, f"{row.mparams:.2f}", f"{row.gflops:.2f}",
+                          str(len(row.folds)))
+        console.print(table)
+
+
+@main.command(name="leaderboard")
+@click.option("--out", "-o", default=DEFAULT_OUT, show_default=True, type=click.Path(),
+              help="Run folder holding the store.")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]),
+              default="table", show_default=True)
+@click.option("--mode", type=click.Choice(["strict", "paper"]), default="strict",
+              show_default=True, help="strict: sound metrics; paper: the paper's computation.")
+def leaderboard_cmd(out, fmt, mode) -> None:
+    """Rebuild the leaderboard from the store of a run folder."""
+    path = Path(out) / STORE_NAME
+    if not path.exists():
+        _fail(f"no store at {path}: run `mtlbench run --out {out}` first, or point --out at a "
+              "run folder")
+    try:
+        with Store(path) as store:
+            if fmt == "table" and mode == "strict":
+                pass
+            rows = leaderboard(store, mode)
+            from mtlbench.report import write_leaderboard
+
+            write_leaderboard(store, out)
+    except StoreError as exc:
+        _fail(str(exc))
+    if fmt == "table":
+        _show_leaderboard(Path(out), None, None) if mode == "strict" else \
+            console.print(to_markdown(rows, mode))
+    elif fmt == "markdown":
+        click.echo(to_markdown(rows, mode))
+    elif fmt == "csv":
+        click.echo(to_csv(rows, mode), nl=False)
+    else:
+        click.echo(json.dumps(to_records(rows, mode), indent=1))
+
+
+@main.group(name="list")
+def list_cmd() -> None:
+    """List methods, datasets or protocols."""
+
+
+@list_cmd.command(name="methods")
+@click.option("--json", "as_json", is_flag=True)
+def list_methods(as_json) -> None:
+    """The registered methods with their tasks, family and plugin."""
+    plugins = _plugins()
+    records = [{"name": n, "tasks": sorted(c.tasks), "family": c.family,
+                "groups": list(c.groups), "plugin": plugins.methods.owner(n),
+                "description": c.description} for n, c in plugins.methods.items()]
+    if as_json:
+        click.echo(json.dumps(records, indent=1))
+        return
+    table = Table(title="Methods")
+    for col in ("name", "tasks", "family", "groups", "plugin", "description"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(r["name"], "+".join(r["tasks"]), r["family"], ",".join(r["groups"]),
+                      r["plugin"], r["description"])
+    console.print(table)
+
+
+@list_cmd.command(name="datasets")
+@click.option("--json", "as_json", is_flag=True)
+def list_datasets(as_json) -> None:
+    """The registered datasets."""
+    plugins = _plugins()
+    records = [{"name": n, "classes": list(c.classes), "needs_files": c.needs_files,
+                "plugin": plugins.datasets.owner(n), "description": c.description,
+                "obtain": c.obtain} for n, c in plugins.datasets.items()]
+    if as_json:
+        click.echo(json.dumps(records, indent=1))
+        return
+    table = Table(title="Datasets")
+    for col in ("name", "classes", "plugin", "description"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(r["name"], ", ".join(r["classes"]), r["plugin"], r["description"])
+    console.print(table)
+
+
+@list_cmd.command(name="protocols")
+@click.option("--json", "as_json", is_flag=True)
+def list_protocols(as_json) -> None:
+    """The protocol presets, their settings and their per-dataset values."""
+    records = []
+    for name, description, per_dataset in describe_protocols():
+        protocol = get_protocol(name)
+        records.append({"name": name, "description": description, "hash": protocol.hash,
+                        "settings": protocol.knobs(), "per_dataset": per_dataset})
+    if as_json:
+        click.echo(json.dumps(records, indent=1))
+        return
+    for r in records:
+        console.print(f"[bold]{r['name']}[/] ({r['hash']}): {r['description']}")
+        console.print("  " + ", ".join(f"{k}={v}" for k, v in r["settings"].items()))
+        for ds, knobs in r["per_dataset"].items():
+            console.print(f"  on {ds}: " + ", ".join(f"{k}={v}" for k, v in knobs.items()))
+    console.print("Override any setting with --set KEY=VALUE (recorded with every result).")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def plugins(as_json) -> None:
+    """Installed plugins, their versions and what each registered."""
+    loaded = _plugins()
+    records = [{"name": i.name, "module": i.module, "distribution": i.distribution,
+                "version": i.version, "builtin": i.builtin, "methods": i.methods,
+                "datasets": i.datasets} for i in loaded.info.values()]
+    records += [{"name": e.plugin, "error": str(e.reason)} for e in loaded.errors]
+    if as_json:
+        click.echo(json.dumps(records, indent=1))
+        return
+    table = Table(title="Plugins")
+    for col in ("name", "distribution", "version", "registered"):
+        table.add_column(col)
+    for r in records:
+        if "error" in r:
+            table.add_row(r["name"], "", "", f"[red]failed: {r['error']}[/]")
+            continue
+        what = ", ".join([f"method {m}" for m in r["methods"]] +
+                         [f"dataset {d}" for d in r["datasets"]])
+        table.add_row(r["name"], r["distribution"], r["version"], what)
+    console.print(table)
+
+
+@main.command()
+@click.option("--methods", "-m", default="all", show_default=True)
+@click.option("--size", default=256, show_default=True, help="Input size (square).")
+@click.option("--json", "as_json", is_flag=True)
+def profile(methods, size, as_json) -> None:
+    """True parameters, FLOPs and MACs of each method at one input size."""
+    from mtlbench.cards import ModelConfig
+    from mtlbench.profile import profile_model
+
+    loaded = _plugins()
+    try:
+        names = loaded.methods.select(methods, loaded.method_groups)
+    except UnknownNameError as exc:
+        _fail(str(exc))
+    records = []
+    for name in names:
+        card = loaded.methods.get(name)
+        prof = profile_model(card.build(ModelConfig(image_size=size)), size)
+        paper = next((d for d in card.published.values() if "gmacs_paper" in d), {})
+        records.append({"method": name, "size": size, "params_m": prof.params / 1e6,
+                        "gflops": prof.flops / 1e9, "gmacs": prof.macs / 1e9,
+                        "paper_gmacs": paper.get("gmacs_paper", (None,))[0],
+                        "paper_mparams": paper.get("mparams_paper", (None,))[0]})
+    if as_json:
+        click.echo(json.dumps(records, indent=1))
+        return
+    table = Table(title=f"Complexity at {size}×{size} (batch 1)",
+                  caption="FLOPs = 2 × MACs. The paper's Table 5 'FLOPs' are thop MACs with the "
+                          "encoder counted twice (spec §7).")
+    for col in ("method", "params (M)", "GFLOPs", "GMACs", "paper GMACs", "paper params (M)"):
+        table.add_column(col, justify="right" if col != "method" else "left")
+    for r in records:
+        table.add_row(r["method"], f"{r['params_m']:.2f}", f"{r['gflops']:.2f}",
+                      f"{r['gmacs']:.2f}",
+                      "–" if r["paper_gmacs"] is None else f"{r['paper_gmacs']:.2f}",
+                      "–" if r["paper_mparams"] is None else f"{r['paper_mparams']:.2f}")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

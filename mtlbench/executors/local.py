@@ -1,0 +1,32 @@
+"""The default executor: trials one after another in this process."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator
+
+from mtlbench.executors import RunEvents
+from mtlbench.plugins import Plugins
+from mtlbench.train import TrialFailed, run_trial
+from mtlbench.trial import TrialResult, TrialSpec
+
+
+class LocalExecutor:
+    """Runs each trial through ``run_trial`` in this process; a failing trial does not stop the
+    others (it comes back with status ``failed`` and its reason). Ctrl-C propagates."""
+
+    def __init__(self, plugins: Plugins | None = None) -> None:
+        self.plugins = plugins
+
+    def run(self, specs: list[TrialSpec], events: RunEvents) -> Iterator[TrialResult]:
+        for spec in specs:
+            events.trial_started(spec)
+            try:
+                yield run_trial(spec, self.plugins, on_epoch=events.epoch_finished)
+            except TrialFailed as exc:
+                yield TrialResult.failed(spec, str(exc))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad trial must not sink the run
+                detail = traceback.format_exc(limit=3)
+                yield TrialResult.failed(spec, f"{type(exc).__name__}: {exc}\n{detail}")

@@ -1,0 +1,165 @@
+"""Leaderboards derived from the store: mean ± std over the fold means (as the paper reports).
+
+Dice, Jaccard, ACC, PRE and REC are shown in percent, HD95 and ASD in pixels at the protocol
+size. ``strict`` metrics are the headline; ``paper`` mode reproduces the paper's computation.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mtlbench.store import Store
+
+# (column, store key without mode prefix, scale)
+SEG_COLUMNS = (("Dice", "dice", 100.0), ("Jaccard", "jaccard", 100.0), ("HD95", "hd95", 1.0),
+               ("ASD", "asd", 1.0))
+CLS_COLUMNS = (("ACC", "cls.acc", 100.0), ("PRE", "cls.pre", 100.0), ("REC", "cls.rec", 100.0))
+EXTRA_CLS = (("Sens", "cls.sensitivity", 100.0), ("Spec", "cls.specificity", 100.0),
+             ("F1", "cls.f1_malignant", 100.0), ("AUC", "cls.auc", 100.0))
+
+
+@dataclass
+class LeaderboardRow:
+    """One method on one dataset under one protocol."""
+
+    dataset: str
+    method: str
+    protocol: str
+    protocol_hash: str
+    folds: list[int]
+    metrics: dict[str, tuple[float, float]] = field(default_factory=dict)  # column -> (mean, std)
+    mparams: float = math.nan
+    gflops: float = math.nan
+    gmacs: float = math.nan
+    pretrained: str = ""
+    wall_s: float = 0.0
+
+
+def metric_columns(mode: str = "strict") -> list[tuple[str, str, float]]:
+    """(column name, store key, display scale) of the leaderboard in ``mode``."""
+    return [(name, f"{mode}.{key}", scale) for name, key, scale in SEG_COLUMNS] + \
+        list(CLS_COLUMNS) + list(EXTRA_CLS)
+
+
+def leaderboard(store: Store, mode: str = "strict") -> list[LeaderboardRow]:
+    """Rows per (dataset, protocol, method) over the finished trials, in the order first run."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for trial in store.trials("finished"):
+        key = (trial["dataset"], trial["protocol_hash"], trial["method"])
+        groups.setdefault(key, []).append(trial)
+    rows = []
+    for (dataset, phash, method), trials in groups.items():
+        trials.sort(key=lambda t: t["fold"])
+        row = LeaderboardRow(dataset, method, trials[0]["protocol_name"], phash,
+                             [t["fold"] for t in trials])
+        for column, key, scale in metric_columns(mode):
+            values = [t["metrics"][key] for t in trials
+                      if t["metrics"].get(key) is not None]
+            if values:
+                # population std over fold means (ddof=0), as the paper's numpy.std
+                row.metrics[column] = (float(np.mean(values)) * scale,
+                                       float(np.std(values)) * scale)
+        profile = trials[0]["profile"]
+        if profile:
+            row.mparams = profile["params"] / 1e6
+            row.gflops = profile["flops"] / 1e9
+            row.gmacs = profile["macs"] / 1e9
+        row.pretrained = trials[0]["env"].get("pretrained", "")
+        row.wall_s = sum(t["timing"].get("wall_s", 0.0) for t in trials)
+        rows.append(row)
+    return rows
+
+
+def _cell(row: LeaderboardRow, column: str, digits: int = 2) -> str:
+    if column not in row.metrics:
+        return "–"
+    mean, std = row.metrics[column]
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def headline_columns() -> list[str]:
+    return [c for c, _, _ in SEG_COLUMNS] + [c for c, _, _ in CLS_COLUMNS]
+
+
+def to_markdown(rows: list[LeaderboardRow], mode: str = "strict") -> str:
+    """A Markdown table per dataset and protocol."""
+    out = []
+    columns = headline_columns()
+    for (dataset, protocol, phash), group in _by_setting(rows).items():
+        out.append(f"### {dataset} · protocol {protocol} ({phash}) · {mode} metrics\n")
+        out.append("| Method | " + " | ".join(columns) + " | Params (M) | GFLOPs | Folds |")
+        out.append("|---" * (len(columns) + 4) + "|")
+        for row in group:
+            cells = [_cell(row, c) for c in columns]
+            out.append(f"| {row.method} | " + " | ".join(cells) +
+                       f" | {row.mparams:.2f} | {row.gflops:.2f} | {len(row.folds)} |")
+        out.append("")
+    out.append("Dice, Jaccard, ACC, PRE, REC in %; HD95, ASD in pixels at the protocol size; "
+               "mean ± std (ddof=0) over the fold means. PRE is weighted, REC macro (as the "
+               "paper's code). FLOPs = 2 × MACs.")
+    return "\n".join(out) + "\n"
+
+
+def to_records(rows: list[LeaderboardRow], mode: str = "strict") -> list[dict]:
+    """Flat records (one per row) for CSV and JSON."""
+    records = []
+    for row in rows:
+        rec = {"dataset": row.dataset, "method": row.method, "protocol": row.protocol,
+               "protocol_hash": row.protocol_hash, "mode": mode, "folds": len(row.folds),
+               "params_m": _finite(row.mparams), "gflops": _finite(row.gflops),
+               "gmacs": _finite(row.gmacs),
+               "pretrained": row.pretrained}
+        for column, _, _ in metric_columns(mode):
+            mean, std = row.metrics.get(column, (None, None))
+            rec[f"{column.lower()}_mean"] = _finite(mean)
+            rec[f"{column.lower()}_std"] = _finite(std)
+        records.append(rec)
+    return records
+
+
+def to_csv(rows: list[LeaderboardRow], mode: str = "strict") -> str:
+    records = to_records(rows, mode)
+    if not records:
+        return ""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(records[0]))
+    writer.writeheader()
+    writer.writerows(records)
+    return buf.getvalue()
+
+
+def write_leaderboard(store: Store, out_dir: str | Path) -> list[Path]:
+    """Write leaderboard.{csv,md,json} (strict and paper modes) next to the store."""
+    out_dir = Path(out_dir)
+    strict, paper = leaderboard(store, "strict"), leaderboard(store, "paper")
+    files = {
+        "leaderboard.csv": to_csv(strict, "strict") + to_csv(paper, "paper").partition("\n")[2],
+        "leaderboard.md": to_markdown(strict, "strict") + "\n" + to_markdown(paper, "paper"),
+        "leaderboard.json": json.dumps(
+            {"strict": to_records(strict, "strict"), "paper": to_records(paper, "paper")},
+            indent=1, allow_nan=False),
+    }
+    written = []
+    for name, text in files.items():
+        path = out_dir / name
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
+def _by_setting(rows: list[LeaderboardRow]) -> dict[tuple[str, str, str], list[LeaderboardRow]]:
+    out: dict[tuple[str, str, str], list[LeaderboardRow]] = {}
+    for row in rows:
+        out.setdefault((row.dataset, row.protocol, row.protocol_hash), []).append(row)
+    return out
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

@@ -1,0 +1,119 @@
+"""The driver of a run: plan the trials, check everything that can fail early, execute, store.
+
+Everything that can be checked before training (method and dataset names, the data folder,
+the split, pretrained weights) is checked first, so a bad input costs seconds, not a trial.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtlbench.executors import Executor, RunEvents
+from mtlbench.executors.local import LocalExecutor
+from mtlbench.plugins import Plugins
+from mtlbench.protocol import Protocol
+from mtlbench.report import write_leaderboard
+from mtlbench.store import Store
+from mtlbench.train import fold_indices, load_arrays
+from mtlbench.trial import TrialResult, TrialSpec
+from mtlbench.weights import ensure_weights
+
+
+class RunLockedError(RuntimeError):
+    """Another mtlbench run is using the same output folder."""
+
+
+@dataclass
+class RunPlan:
+    """The trials of a run, split into those still to do and those already in the store."""
+
+    specs: list[TrialSpec]
+    done: list[TrialSpec] = field(default_factory=list)
+    resumable: list[TrialSpec] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    finished: list[TrialResult] = field(default_factory=list)
+    failed: list[TrialResult] = field(default_factory=list)
+    skipped: int = 0
+    leaderboard_files: list[Path] = field(default_factory=list)
+
+
+def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Protocol,
+             run_dir: Path, folds: list[int] | None = None, data_root: str | None = None,
+             cache_dir: str | None = None, device: str = "cpu") -> RunPlan:
+    """Trial specs for every (method, fold), after the early checks; finished ones are skipped."""
+    card = plugins.datasets.get(dataset)
+    for name in methods:
+        plugins.methods.get(name)
+    folds = list(range(protocol.folds)) if folds is None else folds
+    bad = [f for f in folds if not 0 <= f < protocol.folds]
+    if bad:
+        raise ValueError(f"--folds {bad}: the protocol has folds 0..{protocol.folds - 1}")
+    arrays = load_arrays(card, data_root, protocol.image_size, cache_dir)
+    specs = [TrialSpec(dataset, m, f, protocol, str(run_dir), data_root, cache_dir, device)
+             for m in methods for f in folds]
+    if specs:
+        fold_indices(specs[0], arrays)  # computes and saves the split once, or checks it
+    if protocol.pretrained != "none":
+        ensure_weights([w for m in methods for w in plugins.methods.get(m).weights])
+    with Store.in_run_dir(run_dir) as store:
+        finished = store.finished_ids()
+    plan = RunPlan([s for s in specs if s.trial_id not in finished],
+                   [s for s in specs if s.trial_id in finished])
+    plan.resumable = [s for s in plan.specs if s.checkpoint_path.exists()]
+    return plan
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for this process; a second run on it stops at once."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / ".lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunLockedError(
+                f"{run_dir} is in use by {holder}; wait for it to finish or use another "
+                "--out folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"mtlbench run (pid {os.getpid()})")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def execute(plan: RunPlan, run_dir: Path, events: RunEvents,
+            executor: Executor | None = None, plugins: Plugins | None = None,
+            keep_checkpoints: bool = False) -> RunSummary:
+    """Run the planned trials; record each result in the store the moment it arrives."""
+    executor = executor or LocalExecutor(plugins)
+    summary = RunSummary(skipped=len(plan.done))
+    with Store.in_run_dir(run_dir) as store:
+        try:
+            for result in executor.run(plan.specs, events):
+                store.record(result)
+                spec = next(s for s in plan.specs if s.trial_id == result.trial_id)
+                if result.status == "finished":
+                    summary.finished.append(result)
+                    if not keep_checkpoints:
+                        spec.checkpoint_path.unlink(missing_ok=True)
+                else:
+                    summary.failed.append(result)
+                if hasattr(events, "trial_finished"):
+                    events.trial_finished(spec, result)
+        finally:
+            summary.leaderboard_files = write_leaderboard(store, run_dir)
+    return summary

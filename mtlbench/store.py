@@ -1,0 +1,162 @@
+"""The results store: one SQLite file per run folder, the source of truth for every table.
+
+A finished trial is written in one transaction with its per-image rows, per-fold metrics and
+per-epoch curve, so a crash never leaves half a trial. Queries are parameterised.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mtlbench.trial import TrialResult
+
+SCHEMA_VERSION = 1
+STORE_NAME = "mtlbench.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+    trial_id TEXT PRIMARY KEY,
+    dataset TEXT NOT NULL, method TEXT NOT NULL, fold INTEGER NOT NULL, seed INTEGER NOT NULL,
+    protocol_name TEXT NOT NULL, protocol_hash TEXT NOT NULL, protocol_json TEXT NOT NULL,
+    status TEXT NOT NULL, error TEXT NOT NULL DEFAULT '',
+    selected_epoch INTEGER, resumed_from_epoch INTEGER,
+    profile_json TEXT, timing_json TEXT, env_json TEXT,
+    recorded_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fold_metrics (
+    trial_id TEXT NOT NULL REFERENCES trials(trial_id) ON DELETE CASCADE,
+    metric TEXT NOT NULL, value REAL, PRIMARY KEY (trial_id, metric)
+);
+CREATE TABLE IF NOT EXISTS image_metrics (
+    trial_id TEXT NOT NULL REFERENCES trials(trial_id) ON DELETE CASCADE,
+    case_id TEXT NOT NULL, metric TEXT NOT NULL, value REAL,
+    PRIMARY KEY (trial_id, case_id, metric)
+);
+CREATE TABLE IF NOT EXISTS curves (
+    trial_id TEXT NOT NULL REFERENCES trials(trial_id) ON DELETE CASCADE,
+    epoch INTEGER NOT NULL, metric TEXT NOT NULL, value REAL,
+    PRIMARY KEY (trial_id, epoch, metric)
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used as it is (written by a newer mtlbench, corrupt, ...)."""
+
+
+class Store:
+    """Results of all trials of one run folder."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA foreign_keys = ON")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.executescript(_SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
+        with self._transaction():
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)",
+                                 (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StoreError(f"store {self.path} was written by a newer mtlbench (schema "
+                                 f"{row[0]} > {SCHEMA_VERSION}); upgrade mtlbench to read it")
+
+    @classmethod
+    def in_run_dir(cls, run_dir: str | Path) -> Store:
+        return cls(Path(run_dir) / STORE_NAME)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def finished_ids(self) -> set[str]:
+        rows = self._db.execute("SELECT trial_id FROM trials WHERE status='finished'")
+        return {r[0] for r in rows}
+
+    def record(self, result: TrialResult) -> None:
+        """Write one trial atomically; a re-run of the same trial replaces its old record."""
+        with self._transaction():
+            db = self._db
+            db.execute("DELETE FROM trials WHERE trial_id=?", (result.trial_id,))
+            db.execute(
+                "INSERT INTO trials VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (result.trial_id, result.dataset, result.method, result.fold, result.seed,
+                 result.protocol.get("name", ""), result.protocol_hash,
+                 json.dumps(result.protocol, sort_keys=True), result.status, result.error,
+                 result.selected_epoch, result.resumed_from_epoch, json.dumps(result.profile),
+                 json.dumps(result.timing), json.dumps(result.env), time.time()),
+            )
+            db.executemany("INSERT INTO fold_metrics VALUES (?,?,?)",
+                           [(result.trial_id, k, _num(v)) for k, v in result.fold_metrics.items()])
+            db.executemany(
+                "INSERT INTO image_metrics VALUES (?,?,?,?)",
+                [(result.trial_id, row["case_id"], k, _num(v))
+                 for row in result.image_rows for k, v in row.items() if k != "case_id"])
+            db.executemany(
+                "INSERT INTO curves VALUES (?,?,?,?)",
+                [(result.trial_id, rec["epoch"], k, _num(v))
+                 for rec in result.curve for k, v in rec.items() if k != "epoch"])
+
+    def trials(self, status: str | None = "finished") -> list[dict[str, Any]]:
+        """Trial rows (with their fold metrics under ``metrics``), oldest first."""
+        query = "SELECT * FROM trials" + (" WHERE status=?" if status else "")
+        cur = self._db.execute(query + " ORDER BY recorded_at", (status,) if status else ())
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        metrics: dict[str, dict[str, float]] = {}
+        for trial_id, metric, value in self._db.execute("SELECT * FROM fold_metrics"):
+            metrics.setdefault(trial_id, {})[metric] = value
+        for row in rows:
+            for key in ("profile_json", "timing_json", "env_json", "protocol_json"):
+                row[key[:-5]] = json.loads(row.pop(key) or "{}")
+            row["metrics"] = metrics.get(row["trial_id"], {})
+        return rows
+
+    def image_metrics(self, trial_id: str) -> dict[str, dict[str, float]]:
+        """case id -> metric -> value for one trial."""
+        out: dict[str, dict[str, float]] = {}
+        for case_id, metric, value in self._db.execute(
+                "SELECT case_id, metric, value FROM image_metrics WHERE trial_id=?", (trial_id,)):
+            out.setdefault(case_id, {})[metric] = value
+        return out
+
+    def curve(self, trial_id: str) -> list[dict[str, float]]:
+        """Per-epoch records of one trial."""
+        epochs: dict[int, dict[str, float]] = {}
+        for epoch, metric, value in self._db.execute(
+                "SELECT epoch, metric, value FROM curves WHERE trial_id=? ORDER BY epoch",
+                (trial_id,)):
+            epochs.setdefault(epoch, {"epoch": epoch})[metric] = value
+        return list(epochs.values())
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if value == value else None  # NaN is stored as NULL

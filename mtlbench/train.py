@@ -1,0 +1,367 @@
+"""The one training and evaluation loop: ``run_trial(spec) -> TrialResult``.
+
+Every executor runs every trial through this function. The data of a fold lives in memory as
+uint8 tensors on the training device and is augmented a whole batch at a time, so no
+DataLoader worker is needed. A checkpoint is written atomically after every epoch; a trial
+whose checkpoint exists resumes from it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtlbench.cards import DatasetCard, MethodCard, ModelConfig
+from mtlbench.data.augment import augment_batch
+from mtlbench.data.prepare import DatasetArrays, prepare_dataset, resolve_root
+from mtlbench.data.splits import load_or_make_split, split_path
+from mtlbench.losses import task_losses
+from mtlbench.metrics import classification_metrics, seg_metrics
+from mtlbench.plugins import Plugins, load_plugins
+from mtlbench.profile import profile_model
+from mtlbench.protocol import Protocol
+from mtlbench.trial import TrialResult, TrialSpec
+
+EpochCallback = Callable[[TrialSpec, dict], None]
+
+
+class TrialFailed(RuntimeError):
+    """A trial that cannot finish (non-finite loss, broken model contract, ...)."""
+
+
+class ModelContractError(TrialFailed):
+    """A method's model returned outputs that break the contract; names the method and plugin."""
+
+
+@dataclass
+class FoldTensors:
+    """One fold's cases as tensors on the training device."""
+
+    images: torch.Tensor  # uint8 (N, 1, S, S)
+    masks: torch.Tensor  # uint8 (N, 1, S, S), 0/1
+    labels: torch.Tensor  # int64 (N,)
+
+
+def default_cache_dir() -> Path:
+    """Where resized datasets are cached: $MTLBENCH_CACHE, else ~/.cache/mtlbench."""
+    base = os.environ.get("MTLBENCH_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mtlbench"
+    return Path(base)
+
+
+@functools.lru_cache(maxsize=1)
+def _plugins() -> Plugins:
+    return load_plugins(strict=True)
+
+
+@functools.lru_cache(maxsize=2)
+def load_arrays(card: DatasetCard, data_root: str | None, size: int,
+                cache_dir: str | None) -> DatasetArrays:
+    """The dataset at ``size``, read once per process (and once per machine via the cache)."""
+    root = resolve_root(card, data_root)
+    return prepare_dataset(card, root, size, Path(cache_dir) if cache_dir else default_cache_dir())
+
+
+def fold_indices(spec: TrialSpec, arrays: DatasetArrays) -> tuple[list[int], list[int]]:
+    """(train, test) case indices of the spec's fold, from the run's saved split."""
+    p = spec.protocol
+    path = split_path(Path(spec.run_dir) / "splits", spec.dataset, p.split, p.folds, p.split_seed)
+    folds = load_or_make_split(path, arrays, p.folds, p.split, p.split_seed)
+    if not 0 <= spec.fold < len(folds):
+        raise ValueError(f"fold {spec.fold} does not exist: the protocol has {len(folds)} folds")
+    test = folds[spec.fold]
+    held_out = set(test)
+    return [i for i in range(len(arrays)) if i not in held_out], test
+
+
+def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
+              on_epoch: EpochCallback | None = None) -> TrialResult:
+    """Train and evaluate one trial; resume from its checkpoint when one exists.
+
+    Raises KeyboardInterrupt untouched (the last finished epoch is on disk); raises TrialFailed
+    when the trial cannot finish.
+    """
+    plugins = plugins or _plugins()
+    method = plugins.methods.get(spec.method)
+    dataset = plugins.datasets.get(spec.dataset)
+    p = spec.protocol
+    started = time.perf_counter()
+    arrays = load_arrays(dataset, spec.data_root, p.image_size, spec.cache_dir)
+    train_idx, test_idx = fold_indices(spec, arrays)
+    device = torch.device(spec.device)
+
+    torch.manual_seed(p.seed)
+    config = ModelConfig(num_classes=len(arrays.classes), image_size=p.image_size,
+                         pretrained=p.pretrained)
+    model = method.build(config)
+    profile = profile_model(model, p.image_size)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, betas=(p.beta1, p.beta2),
+                                 weight_decay=p.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, p))
+    generator = torch.Generator().manual_seed(p.seed * 1000 + spec.fold)
+
+    state = TrainState()
+    if spec.checkpoint_path.exists():
+        state = load_checkpoint(spec, model, optimizer, scheduler, generator)
+    resumed_from = state.epoch
+
+    train = to_tensors(arrays, train_idx, device)
+    test = to_tensors(arrays, test_idx, device)
+    owner = plugins.methods.owner(spec.method)
+    for epoch in range(state.epoch + 1, p.epochs):
+        record = train_epoch(model, method, owner, train, optimizer, generator, p, epoch)
+        scheduler.step()
+        if p.checkpoint == "paper":
+            score = selection_score(model, method, test, arrays, test_idx, p, record)
+            if score > state.best_score:
+                state.best_score, state.best_epoch = score, epoch
+                state.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        state.epoch = epoch
+        state.curve.append(record)
+        save_checkpoint(spec, model, optimizer, scheduler, generator, state)
+        if on_epoch:
+            on_epoch(spec, record)
+    train_s = time.perf_counter() - started
+
+    selected = state.epoch
+    if p.checkpoint == "paper" and state.best_model is not None:
+        model.load_state_dict(state.best_model)
+        selected = state.best_epoch
+    eval_started = time.perf_counter()
+    rows, fold_metrics = evaluate(model, method, test, arrays, test_idx, p)
+    eval_s = time.perf_counter() - eval_started
+    epochs_run = max(1, p.epochs - 1 - resumed_from)
+    return TrialResult(
+        trial_id=spec.trial_id, dataset=spec.dataset, method=spec.method, fold=spec.fold,
+        seed=spec.seed, protocol=p.to_dict(), protocol_hash=p.hash, status="finished",
+        image_rows=rows, fold_metrics=fold_metrics, curve=state.curve,
+        profile={"params": profile.params, "flops": profile.flops, "macs": profile.macs,
+                 "image_size": p.image_size},
+        timing={"train_s": train_s, "eval_s": eval_s, "wall_s": train_s + eval_s,
+                "train_images_per_s": epochs_run * len(train_idx) / max(train_s, 1e-9),
+                "eval_images_per_s": len(test_idx) / max(eval_s, 1e-9)},
+        env=environment(spec, plugins, owner),
+        selected_epoch=selected, resumed_from_epoch=resumed_from,
+    )
+
+
+def lr_factor(epoch: int, p: Protocol) -> float:
+    """The learning-rate factor of ``epoch`` (spec §4): cosine from 1 to lr_final_factor."""
+    if p.schedule == "constant" or p.epochs <= 1:
+        return 1.0
+    low = p.lr_final_factor
+    return low + (1 - low) * (1 + math.cos(math.pi * epoch / p.epochs)) / 2
+
+
+def to_tensors(arrays: DatasetArrays, indices: list[int], device: torch.device) -> FoldTensors:
+    idx = np.asarray(indices, dtype=np.int64)
+    return FoldTensors(
+        images=torch.from_numpy(arrays.images[idx]).unsqueeze(1).to(device),
+        masks=torch.from_numpy(arrays.masks[idx]).unsqueeze(1).to(device),
+        labels=torch.from_numpy(arrays.labels[idx]).to(device),
+    )
+
+
+def normalise(images_01: torch.Tensor, p: Protocol) -> torch.Tensor:
+    """Protocol normalisation, gray replicated to the 3 channels the models expect."""
+    return ((images_01 - p.norm_mean) / p.norm_std).expand(-1, 3, -1, -1)
+
+
+def train_epoch(model, method: MethodCard, owner: str, data: FoldTensors, optimizer,
+                generator: torch.Generator, p: Protocol, epoch: int) -> dict:
+    """One pass over the training cases in a random order; returns the epoch's curve record."""
+    model.train()
+    started = time.perf_counter()
+    n = data.labels.shape[0]
+    order = torch.randperm(n, generator=generator).to(data.labels.device)
+    batches = [order[i:i + p.batch_size] for i in range(0, n, p.batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:  # BatchNorm cannot train on one sample
+        batches = batches[:-1]
+    sums: dict[str, torch.Tensor] = {}
+    for step, idx in enumerate(batches):
+        images = data.images[idx].float().div_(255)
+        masks = data.masks[idx].float()
+        images, masks = augment_batch(images, masks, p, generator)
+        outputs = model(normalise(images, p))
+        if epoch == 0 and step == 0:
+            check_contract(outputs, method, owner, images.shape[0], p.image_size)
+        terms = task_losses(outputs, masks, data.labels[idx], method.tasks, p.cls_weight,
+                            p.dice_smooth)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+        for key, value in terms.items():
+            sums[key] = sums.get(key, 0) + value.detach() * len(idx)
+    seen = sum(len(b) for b in batches)
+    record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+    record.update({f"loss_{k}": float(v) / seen for k, v in sums.items()})
+    if not math.isfinite(record["loss_total"]):
+        raise TrialFailed(f"method {method.name!r}: training loss became {record['loss_total']} "
+                          f"at epoch {epoch}; lower the learning rate (--set lr=...)")
+    seconds = time.perf_counter() - started
+    record.update({"seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)})
+    return record
+
+
+def check_contract(outputs, method: MethodCard, owner: str, batch: int, size: int) -> None:
+    """Raise ModelContractError unless ``outputs`` follows the model contract of DESIGN."""
+    where = f"method {method.name!r} (plugin {owner!r})"
+    if not isinstance(outputs, dict):
+        raise ModelContractError(f"{where}: forward must return a dict with 'seg'/'cls', "
+                                 f"got {type(outputs).__name__}")
+    expected = {"seg": (batch, 1, size, size)}
+    for task in sorted(method.tasks):
+        if task not in outputs:
+            raise ModelContractError(f"{where}: solves {task!r} but forward returned keys "
+                                     f"{sorted(outputs)}")
+        shape = tuple(outputs[task].shape)
+        if task == "seg" and shape != expected["seg"]:
+            raise ModelContractError(f"{where}: 'seg' must be {expected['seg']}, got {shape}")
+        if task == "cls" and (len(shape) != 2 or shape[0] != batch):
+            raise ModelContractError(f"{where}: 'cls' must be (B, K) = ({batch}, K), got {shape}")
+
+
+@torch.no_grad()
+def predict(model, data: FoldTensors, p: Protocol) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Sigmoid segmentation probabilities (N, S, S) and class probabilities (N, K), or None."""
+    model.eval()
+    seg, cls = [], []
+    for i in range(0, data.labels.shape[0], p.eval_batch_size):
+        images = data.images[i:i + p.eval_batch_size].float().div_(255)
+        outputs = model(normalise(images, p))
+        if "seg" in outputs:
+            seg.append(torch.sigmoid(outputs["seg"].float())[:, 0].cpu())
+        if "cls" in outputs:
+            cls.append(torch.softmax(outputs["cls"].float(), 1).cpu())
+    return (torch.cat(seg).numpy() if seg else None, torch.cat(cls).numpy() if cls else None)
+
+
+def evaluate(model, method: MethodCard, data: FoldTensors, arrays: DatasetArrays,
+             indices: list[int], p: Protocol) -> tuple[list[dict], dict[str, float]]:
+    """Per-image rows and per-fold metrics of the test cases (both metric modes, spec §6)."""
+    seg_probs, cls_probs = predict(model, data, p)
+    idx = np.asarray(indices)
+    labels = arrays.labels[idx]
+    rows = [{"case_id": arrays.ids[i], "label": int(arrays.labels[i])} for i in idx]
+    fold: dict[str, float] = {}
+    if "seg" in method.tasks and seg_probs is not None:
+        values = seg_metrics(seg_probs >= 0.5, arrays.masks[idx].astype(bool),
+                             arrays.soft_masks[idx])
+        for key, column in values.items():
+            for row, value in zip(rows, column, strict=True):
+                row[key] = float(value)
+            fold[key] = float(np.mean(column))
+    if "cls" in method.tasks and cls_probs is not None:
+        preds = cls_probs.argmax(1)
+        positive = cls_probs[:, 1] if cls_probs.shape[1] > 1 else cls_probs[:, 0]
+        for row, pred, prob in zip(rows, preds, positive, strict=True):
+            row["pred_label"], row["prob_positive"] = int(pred), float(prob)
+        fold.update({f"cls.{k}": float(v)
+                     for k, v in classification_metrics(labels, preds, positive).items()})
+    return rows, fold
+
+
+def selection_score(model, method, test, arrays, test_idx, p, record) -> float:
+    """The paper's checkpoint score on the test fold, 0.7·Dice + 0.3·ACC (spec §4; leaky)."""
+    _, fold = evaluate(model, method, test, arrays, test_idx, p)
+    dice, acc = fold.get("strict.dice"), fold.get("cls.acc")
+    record.update({"testfold_dice": dice, "testfold_acc": acc})
+    if dice is not None and acc is not None:
+        return 0.7 * dice + 0.3 * acc
+    return dice if dice is not None else acc
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint carries besides the model and optimizer."""
+
+    epoch: int = -1
+    curve: list | None = None
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    best_model: dict | None = None
+
+    def __post_init__(self) -> None:
+        self.curve = self.curve or []
+
+
+def save_checkpoint(spec: TrialSpec, model, optimizer, scheduler, generator, state: TrainState):
+    """Write the trial's checkpoint atomically (temp file, fsync, rename)."""
+    path = spec.checkpoint_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "trial_id": spec.trial_id, "epoch": state.epoch, "curve": state.curve,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(), "best_score": state.best_score,
+        "best_epoch": state.best_epoch, "best_model": state.best_model,
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(spec: TrialSpec, model, optimizer, scheduler, generator) -> TrainState:
+    """Restore a trial's checkpoint (weights only: no pickled code is ever executed)."""
+    path = spec.checkpoint_path
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is treated alike
+        raise TrialFailed(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
+                          "delete it to restart this trial from scratch") from exc
+    if payload.get("trial_id") != spec.trial_id:
+        raise TrialFailed(f"checkpoint {path} belongs to trial {payload.get('trial_id')!r}, not "
+                          f"{spec.trial_id!r}; delete it to restart this trial")
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    generator.set_state(payload["generator"])
+    torch.set_rng_state(payload["torch_rng"])
+    return TrainState(payload["epoch"], list(payload["curve"]), payload["best_score"],
+                      payload["best_epoch"], payload["best_model"])
+
+
+@functools.lru_cache(maxsize=1)
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def environment(spec: TrialSpec, plugins: Plugins, owner: str) -> dict:
+    """Versions, device and commit, recorded with every result."""
+    from mtlbench import __version__
+
+    info = plugins.info.get(owner)
+    device = spec.device
+    if device.startswith("cuda") and torch.cuda.is_available():
+        device = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return {
+        "mtlbench": __version__, "git_commit": _git_commit(), "python": platform.python_version(),
+        "torch": torch.__version__, "numpy": np.__version__, "platform": platform.platform(),
+        "device": device, "threads": torch.get_num_threads(),
+        "plugin": owner, "plugin_version": info.version if info else "",
+        "pretrained": spec.protocol.pretrained,
+    }

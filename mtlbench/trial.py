@@ -1,0 +1,72 @@
+"""What a trial is (one dataset × method × fold × protocol × seed) and what it returns."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtlbench.protocol import Protocol
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything a worker needs to run one trial on its own."""
+
+    dataset: str
+    method: str
+    fold: int
+    protocol: Protocol
+    run_dir: str
+    data_root: str | None = None
+    cache_dir: str | None = None
+    device: str = "cpu"
+
+    @property
+    def seed(self) -> int:
+        return self.protocol.seed
+
+    @property
+    def trial_id(self) -> str:
+        """Hash of (dataset, method, fold, protocol, seed): the key of the trial everywhere."""
+        key = {"dataset": self.dataset, "method": self.method, "fold": self.fold,
+               "protocol": self.protocol.hash, "seed": self.seed}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.run_dir) / "checkpoints" / f"{self.trial_id}.pt"
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} · {self.dataset} · fold {self.fold}"
+
+
+@dataclass
+class TrialResult:
+    """A finished (or failed) trial: everything the store records about it."""
+
+    trial_id: str
+    dataset: str
+    method: str
+    fold: int
+    seed: int
+    protocol: dict[str, Any]
+    protocol_hash: str
+    status: str  # "finished" or "failed"
+    error: str = ""
+    image_rows: list[dict[str, Any]] = field(default_factory=list)
+    fold_metrics: dict[str, float] = field(default_factory=dict)
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    profile: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+    selected_epoch: int = -1
+    resumed_from_epoch: int = -1
+
+    @classmethod
+    def failed(cls, spec: TrialSpec, error: str, **extra: Any) -> TrialResult:
+        return cls(spec.trial_id, spec.dataset, spec.method, spec.fold, spec.seed,
+                   spec.protocol.to_dict(), spec.protocol.hash, "failed", error=error, **extra)

@@ -1,0 +1,71 @@
+"""Shared fixtures: an isolated environment, a small dataset and a tiny method for fast runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mtlbench.cards import DatasetCard, MethodCard, ModelConfig
+from mtlbench.plugins import load_plugins
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch, tmp_path_factory):
+    """Only the built-in plugins load, nothing downloads, the data cache is per session."""
+    monkeypatch.setenv("MTLBENCH_LOAD_PLUGINS", "mtlbench")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MTLBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("MTLBENCH_DATA", raising=False)
+    torch.set_num_threads(2)
+
+
+class TinyNet(nn.Module):
+    """A few convolutions with both heads: trains in a fraction of a second."""
+
+    def __init__(self, num_classes: int = 2, tasks=("seg", "cls")) -> None:
+        super().__init__()
+        self.tasks = tasks
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.seg = nn.Conv2d(8, 1, 1)
+        self.cls = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        h = self.body(x)
+        out = {}
+        if "seg" in self.tasks:
+            out["seg"] = self.seg(h)
+        if "cls" in self.tasks:
+            out["cls"] = self.cls(h.mean((2, 3)))
+        return out
+
+
+def tiny_card(name: str = "tiny", tasks=("seg", "cls"), build=None) -> MethodCard:
+    def default_build(config: ModelConfig) -> nn.Module:
+        return TinyNet(config.num_classes, tasks)
+
+    family = "multi-task" if len(tasks) == 2 else "single-task"
+    return MethodCard(name=name, build=build or default_build, tasks=frozenset(tasks),
+                      family=family, description="test method")
+
+
+def small_synthetic_card(n_cases: int = 30) -> DatasetCard:
+    from mtlbench.data.synthetic import GENERATOR_VERSION, generate_synthetic
+
+    return DatasetCard(
+        name="small", classes=("benign", "malignant"),
+        load=lambda root: generate_synthetic(n_cases=n_cases, size=64, seed=1),
+        fingerprint=lambda root: f"small-gen{GENERATOR_VERSION}-{n_cases}",
+        needs_files=False,
+    )
+
+
+@pytest.fixture
+def plugins():
+    """The built-in plugins plus a tiny method and a 30-case synthetic dataset."""
+    loaded = load_plugins()
+    for card in (tiny_card(), tiny_card("tinyseg", ("seg",)), tiny_card("tinycls", ("cls",))):
+        loaded.methods.register(card.name, card, owner="tests")
+    loaded.datasets.register("small", small_synthetic_card(), owner="tests")
+    return loaded

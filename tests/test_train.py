@@ -1,0 +1,123 @@
+"""run_trial end to end on a small synthetic set: results, checkpoints, resume, failures."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import TinyNet, tiny_card
+from mtlbench.protocol import get_protocol
+from mtlbench.train import ModelContractError, TrialFailed, lr_factor, run_trial
+from mtlbench.trial import TrialSpec
+
+
+def spec_for(tmp_path, method="tiny", epochs=2, size=64, **overrides):
+    settings = {"epochs": str(epochs), "image_size": str(size), **overrides}
+    protocol = get_protocol("smoke", "small", settings)
+    return TrialSpec("small", method, 0, protocol, str(tmp_path / "run"))
+
+
+def test_trial_returns_metrics_curve_profile_and_checkpoint(tmp_path, plugins):
+    spec = spec_for(tmp_path)
+    result = run_trial(spec, plugins)
+    assert result.status == "finished" and result.trial_id == spec.trial_id
+    assert len(result.image_rows) == 6  # 30 cases, fold 0 of 5
+    row = result.image_rows[0]
+    for key in ("strict.dice", "strict.hd95", "paper.dice", "paper.asd", "pred_label",
+                "prob_positive", "label"):
+        assert key in row
+    for key in ("strict.dice", "paper.jaccard", "cls.acc", "cls.pre", "cls.rec", "cls.auc"):
+        assert key in result.fold_metrics
+    assert [r["epoch"] for r in result.curve] == [0, 1]
+    assert {"loss_total", "loss_dice", "loss_ce", "lr", "images_per_s"} <= set(result.curve[0])
+    assert result.profile["params"] == sum(p.numel() for p in TinyNet().parameters())
+    assert result.profile["flops"] > 0 and result.profile["macs"] * 2 == result.profile["flops"]
+    assert result.env["torch"] == torch.__version__ and result.env["pretrained"] == "none"
+    assert spec.checkpoint_path.exists()
+
+
+def test_single_task_methods_get_only_their_metrics(tmp_path, plugins):
+    seg = run_trial(spec_for(tmp_path, "tinyseg", epochs=1), plugins)
+    assert "strict.dice" in seg.fold_metrics and "cls.acc" not in seg.fold_metrics
+    cls = run_trial(spec_for(tmp_path, "tinycls", epochs=1), plugins)
+    assert "cls.acc" in cls.fold_metrics and "strict.dice" not in cls.fold_metrics
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_trial_resumes_to_the_same_result(tmp_path, plugins):
+    reference = run_trial(spec_for(tmp_path / "a", epochs=3), plugins)
+
+    spec = spec_for(tmp_path / "b", epochs=3)
+
+    def stop_after_epoch_1(_spec, record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(spec, plugins, on_epoch=stop_after_epoch_1)
+    assert spec.checkpoint_path.exists()
+    resumed = run_trial(spec, plugins)
+    assert resumed.resumed_from_epoch == 1
+    assert [r["epoch"] for r in resumed.curve] == [0, 1, 2]
+    for key, value in reference.fold_metrics.items():
+        if not math.isnan(value):
+            assert resumed.fold_metrics[key] == pytest.approx(value, abs=1e-6), key
+    assert resumed.curve[2]["loss_total"] == pytest.approx(reference.curve[2]["loss_total"],
+                                                           rel=1e-6)
+
+
+def test_checkpoint_of_another_trial_is_refused(tmp_path, plugins):
+    spec = spec_for(tmp_path, epochs=1)
+    run_trial(spec, plugins)
+    other = spec_for(tmp_path, epochs=2)
+    other.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+    other.checkpoint_path.write_bytes(spec.checkpoint_path.read_bytes())
+    with pytest.raises(TrialFailed, match="belongs to trial"):
+        run_trial(other, plugins)
+
+
+def test_broken_contract_names_method_and_plugin(tmp_path, plugins):
+    class NoDict(TinyNet):
+        def forward(self, x):
+            return super().forward(x)["seg"]
+
+    plugins.methods.register("broken", tiny_card("broken", build=lambda c: NoDict()), "badplug")
+    with pytest.raises(ModelContractError, match="method 'broken' \\(plugin 'badplug'\\)"):
+        run_trial(spec_for(tmp_path, "broken", epochs=1), plugins)
+
+
+def test_non_finite_loss_fails_the_trial(tmp_path, plugins):
+    class Exploding(TinyNet):
+        def forward(self, x):
+            out = super().forward(x)
+            return {k: v * float("nan") for k, v in out.items()}
+
+    plugins.methods.register("nan", tiny_card("nan", build=lambda c: Exploding()), "tests")
+    with pytest.raises(TrialFailed, match="loss became nan"):
+        run_trial(spec_for(tmp_path, "nan", epochs=1), plugins)
+
+
+def test_paper_checkpoint_selection_records_test_fold_scores(tmp_path, plugins):
+    result = run_trial(spec_for(tmp_path, epochs=2, checkpoint="paper"), plugins)
+    assert all("testfold_dice" in r and "testfold_acc" in r for r in result.curve)
+    scores = [0.7 * r["testfold_dice"] + 0.3 * r["testfold_acc"] for r in result.curve]
+    assert result.selected_epoch == max(range(2), key=scores.__getitem__)
+
+
+def test_cosine_schedule_matches_spec():
+    p = get_protocol("paper", "busi")
+    assert lr_factor(0, p) == pytest.approx(1.0)
+    assert lr_factor(99, p) == pytest.approx(0.1 + 0.9 * (1 + math.cos(math.pi * 99 / 100)) / 2)
+    assert lr_factor(99, p) * p.lr == pytest.approx(1.002e-5, rel=1e-3)
+
+
+@pytest.mark.parametrize("method", ["unet", "clsnet", "cunet"])
+def test_builtin_methods_train_end_to_end(tmp_path, plugins, method):
+    result = run_trial(spec_for(tmp_path, method, epochs=1, size=32), plugins)
+    assert result.status == "finished"
+    card = plugins.methods.get(method)
+    assert ("strict.dice" in result.fold_metrics) == ("seg" in card.tasks)
+    assert ("cls.acc" in result.fold_metrics) == ("cls" in card.tasks)
