@@ -24,14 +24,22 @@ from mtlbench.data.splits import SplitMismatchError
 from mtlbench.plugins import Plugins, load_plugins
 from mtlbench.protocol import ProtocolError, describe_protocols, get_protocol
 from mtlbench.registry import UnknownNameError
-from mtlbench.report import headline_columns, leaderboard, to_csv, to_markdown, to_records
+from mtlbench.report import (
+    headline_columns,
+    leaderboard,
+    to_csv,
+    to_markdown,
+    to_records,
+    write_leaderboard,
+)
 from mtlbench.runner import RunLockedError, execute, plan_run, run_lock
 from mtlbench.store import STORE_NAME, Store, StoreError
 from mtlbench.trial import TrialResult, TrialSpec
 from mtlbench.weights import WeightsUnavailableError
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (logs, CI) gets a wide console so the leaderboard is not squeezed to 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 180)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 180)
 
 USER_ERRORS = (UnknownNameError, ProtocolError, DataNotFoundError, SplitMismatchError,
                WeightsUnavailableError, RunLockedError, StoreError)
@@ -203,16 +211,17 @@ def _execute_with_progress(plan, run_dir, plugins, epochs, keep_checkpoints):
     return summary
 
 
-def _show_leaderboard(run_dir: Path, dataset: str | None, protocol_hash: str | None) -> None:
+def _show_leaderboard(run_dir: Path, dataset: str | None, protocol_hash: str | None,
+                      mode: str = "strict") -> None:
     with Store.in_run_dir(run_dir) as store:
-        rows = [r for r in leaderboard(store, "strict")
+        rows = [r for r in leaderboard(store, mode)
                 if (dataset is None or r.dataset == dataset)
                 and (protocol_hash is None or r.protocol_hash == protocol_hash)]
     if not rows:
         console.print("No finished trials in this run folder yet.")
         return
     for (ds, proto, phash) in dict.fromkeys((r.dataset, r.protocol, r.protocol_hash) for r in rows):
-        table = Table(title=f"Leaderboard · {ds} · protocol {proto} ({phash}) · strict metrics",
+        table = Table(title=f"Leaderboard · {ds} · protocol {proto} ({phash}) · {mode} metrics",
                       caption="Dice/Jaccard/ACC/PRE/REC in %, HD95/ASD in px; mean ± std over "
                               "folds. PRE weighted, REC macro.")
         table.add_column("Method", style="bold")
@@ -248,17 +257,12 @@ def leaderboard_cmd(out, fmt, mode) -> None:
               "run folder")
     try:
         with Store(path) as store:
-            if fmt == "table" and mode == "strict":
-                pass
             rows = leaderboard(store, mode)
-            from mtlbench.report import write_leaderboard
-
             write_leaderboard(store, out)
     except StoreError as exc:
         _fail(str(exc))
     if fmt == "table":
-        _show_leaderboard(Path(out), None, None) if mode == "strict" else \
-            console.print(to_markdown(rows, mode))
+        _show_leaderboard(Path(out), None, None, mode)
     elif fmt == "markdown":
         click.echo(to_markdown(rows, mode))
     elif fmt == "csv":
