@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -50,12 +51,13 @@ def _plugins() -> Plugins:
     """Load plugins leniently: a broken plugin is named in a warning, the others still load."""
     plugins = load_plugins(strict=False)
     for error in plugins.errors:
-        err_console.print(f"[yellow]warning:[/] {error} — its methods are unavailable")
+        err_console.print(f"[yellow]warning:[/] {escape(str(error))} — what it registers is "
+                          "unavailable")
     return plugins
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
     sys.exit(code)
 
 
@@ -131,6 +133,8 @@ def run(methods, dataset, protocol_name, sets, folds, out, data_root, device,
                                              keep_checkpoints)
     except USER_ERRORS as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted before training started; nothing was lost", 130)
     _show_leaderboard(run_dir, dataset, protocol.hash)
     for path in summary.leaderboard_files:
         console.print(f"[dim]wrote {path}[/]")
@@ -138,7 +142,7 @@ def run(methods, dataset, protocol_name, sets, folds, out, data_root, device,
         err_console.print(f"[bold red]{len(summary.failed)} trial(s) failed:[/]")
         for result in summary.failed:
             err_console.print(f"  {result.method} fold {result.fold}: "
-                              f"{result.error.splitlines()[0]}")
+                              f"{escape(result.error.splitlines()[0])}")
         sys.exit(1)
 
 
@@ -185,7 +189,7 @@ class _ProgressEvents:
                                       f" ({result.timing['wall_s']:.0f} s)")
         else:
             self.progress.console.log(f"[red]{spec.label} failed:[/] "
-                                      f"{result.error.splitlines()[0]}")
+                                      f"{escape(result.error.splitlines()[0])}")
 
 
 def _execute_with_progress(plan, run_dir, plugins, epochs, keep_checkpoints):
@@ -352,7 +356,7 @@ def plugins(as_json) -> None:
         table.add_column(col)
     for r in records:
         if "error" in r:
-            table.add_row(r["name"], "", "", f"[red]failed: {r['error']}[/]")
+            table.add_row(r["name"], "", "", f"[red]failed: {escape(r['error'])}[/]")
             continue
         what = ", ".join([f"method {m}" for m in r["methods"]] +
                          [f"dataset {d}" for d in r["datasets"]])

@@ -23,7 +23,7 @@ FAKE_PLUGIN = textwrap.dedent('''
 
     from torch import nn
 
-    from mtlbench.cards import MethodCard
+    from mtlbench.cards import DatasetCard, MethodCard
     from mtlbench.hookspecs import hookimpl
 
 
@@ -38,6 +38,13 @@ FAKE_PLUGIN = textwrap.dedent('''
             time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
             h = self.body(x)
             return {"seg": self.seg(h), "cls": self.cls(h.mean((2, 3)))}
+
+
+    @hookimpl
+    def mtlbench_register_datasets(register):
+        register(DatasetCard(name="fakefiles", classes=("benign", "malignant"),
+                             load=lambda root: [], fingerprint=lambda root: "v1",
+                             layout="  images/*.png", obtain="from the fake authors"))
 
 
     @hookimpl
@@ -117,6 +124,16 @@ def test_broken_plugin_is_named_and_the_others_still_run(fake_site, tmp_path):
     assert result.returncode == 0
     assert "plugin 'fake' failed" in result.stderr and "no such thing" in result.stderr
     assert "unet" in result.stdout
+
+
+def test_missing_data_folder_stops_before_training(fake_site, tmp_path):
+    env = cli_env(fake_site, MTLBENCH_DATA=str(tmp_path / "datasets"))
+    result = mtlbench(["run", "--dataset", "fakefiles", "--out", "run"], env, tmp_path)
+    assert result.returncode == 2
+    text = " ".join(result.stderr.split())
+    assert f"looked in {tmp_path / 'datasets' / 'fakefiles'}" in text
+    assert "--data-root" in text and "from the fake authors" in text
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def _wait_for(path: Path, timeout: float = 120) -> None:
