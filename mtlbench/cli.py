@@ -225,7 +225,9 @@ def _show_leaderboard(run_dir: Path, dataset: str | None, protocol_hash: str | N
         console.print("No finished trials in this run folder yet.")
         return
     for (ds, proto, phash) in dict.fromkeys((r.dataset, r.protocol, r.protocol_hash) for r in rows):
-        table = Table(title=f"Leaderboard · {ds} · protocol {proto} ({phash}) · {mode} metrics",
+        selection = next(r.selection for r in rows if r.protocol_hash == phash)
+        table = Table(title=f"Leaderboard · {ds} · protocol {proto} ({phash}) · {mode} metrics"
+                            f" · {selection}",
                       caption="Dice/Jaccard/ACC/PRE/REC in %, HD95/ASD in px; mean ± std over "
                               "folds. PRE weighted, REC macro.")
         table.add_column("Method", style="bold")

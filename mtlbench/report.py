@@ -39,7 +39,15 @@ class LeaderboardRow:
     gflops: float = math.nan
     gmacs: float = math.nan
     pretrained: str = ""
+    checkpoint: str = ""
     wall_s: float = 0.0
+
+    @property
+    def selection(self) -> str:
+        """How the evaluated checkpoint was chosen, in words (the paper's choice leaks)."""
+        if self.checkpoint == "paper":
+            return "checkpoint chosen on the test fold (paper's selection, optimistic)"
+        return "last-epoch checkpoint"
 
 
 def metric_columns(mode: str = "strict") -> list[tuple[str, str, float]]:
@@ -72,6 +80,7 @@ def leaderboard(store: Store, mode: str = "strict") -> list[LeaderboardRow]:
             row.gflops = profile["flops"] / 1e9
             row.gmacs = profile["macs"] / 1e9
         row.pretrained = trials[0]["env"].get("pretrained", "")
+        row.checkpoint = trials[0]["protocol"].get("checkpoint", "")
         row.wall_s = sum(t["timing"].get("wall_s", 0.0) for t in trials)
         rows.append(row)
     return rows
@@ -93,7 +102,8 @@ def to_markdown(rows: list[LeaderboardRow], mode: str = "strict") -> str:
     out = []
     columns = headline_columns()
     for (dataset, protocol, phash), group in _by_setting(rows).items():
-        out.append(f"### {dataset} · protocol {protocol} ({phash}) · {mode} metrics\n")
+        out.append(f"### {dataset} · protocol {protocol} ({phash}) · {mode} metrics · "
+                   f"{group[0].selection}\n")
         out.append("| Method | " + " | ".join(columns) + " | Params (M) | GFLOPs | Folds |")
         out.append("|---" * (len(columns) + 4) + "|")
         for row in group:
@@ -115,7 +125,7 @@ def to_records(rows: list[LeaderboardRow], mode: str = "strict") -> list[dict]:
                "protocol_hash": row.protocol_hash, "mode": mode, "folds": len(row.folds),
                "params_m": _finite(row.mparams), "gflops": _finite(row.gflops),
                "gmacs": _finite(row.gmacs),
-               "pretrained": row.pretrained}
+               "pretrained": row.pretrained, "checkpoint": row.checkpoint}
         for column, _, _ in metric_columns(mode):
             mean, std = row.metrics.get(column, (None, None))
             rec[f"{column.lower()}_mean"] = _finite(mean)

@@ -52,6 +52,8 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
     card = plugins.datasets.get(dataset)
     for name in methods:
         plugins.methods.get(name)
+    if protocol.pretrained != "none":  # first: it is the cheapest check and needs no data
+        ensure_weights([w for m in methods for w in plugins.methods.get(m).weights])
     folds = list(range(protocol.folds)) if folds is None else folds
     bad = [f for f in folds if not 0 <= f < protocol.folds]
     if bad:
@@ -61,8 +63,6 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
              for m in methods for f in folds]
     if specs:
         fold_indices(specs[0], arrays)  # computes and saves the split once, or checks it
-    if protocol.pretrained != "none":
-        ensure_weights([w for m in methods for w in plugins.methods.get(m).weights])
     with Store.in_run_dir(run_dir) as store:
         finished = store.finished_ids()
     plan = RunPlan([s for s in specs if s.trial_id not in finished],

@@ -186,6 +186,19 @@ def test_bad_input_gets_a_clear_error(tmp_path, args, message):
     assert message in " ".join(result.output.split())
 
 
+def test_missing_pretrained_weights_stop_the_run_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    started = time.time()
+    result = CliRunner().invoke(main, ["run", "--protocol", "paper", "--methods", "unet",
+                                       "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "pretrained weights unavailable" in text and "resnet18-f37072fd.pth" in text
+    assert "--set pretrained=none" in text
+    assert time.time() - started < 10
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_second_run_on_the_same_folder_stops_at_once(tmp_path):
     with run_lock(tmp_path / "run"):
         result = CliRunner().invoke(main, ["run", "--out", str(tmp_path / "run")])

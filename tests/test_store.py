@@ -78,3 +78,15 @@ def test_leaderboard_is_mean_and_population_std_over_folds(tmp_path):
     assert doc["strict"][0]["dice_mean"] == pytest.approx(80.0)
     assert doc["strict"][0]["auc_mean"] is None
     assert "80.00 ± 8.16" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_paper_checkpoint_selection_is_labelled_in_the_tables(tmp_path):
+    leaky = result()
+    leaky.protocol = {"name": "paper", "checkpoint": "paper"}
+    with Store(tmp_path / "s.sqlite") as store:
+        store.record(leaky)
+        write_leaderboard(store, tmp_path)
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "checkpoint chosen on the test fold" in text
+    assert json.loads((tmp_path / "leaderboard.json").read_text())["strict"][0]["checkpoint"] \
+        == "paper"
