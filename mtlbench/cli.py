@@ -166,11 +166,8 @@ class _ProgressEvents:
         self.epochs, self.total, self.done = epochs, total, 0
 
     def trial_started(self, spec: TrialSpec) -> None:
-        resume = 0
-        if spec.checkpoint_path.exists():
-            resume = 1  # the display shows it; exact epoch comes with the first record
-        self.progress.reset(self.current, total=self.epochs,
-                            description=f"{spec.label}{' (resuming)' if resume else ''}")
+        resuming = " (resuming)" if spec.checkpoint_path.exists() else ""
+        self.progress.reset(self.current, total=self.epochs, description=spec.label + resuming)
         self.progress.update(self.overall,
                              description=f"trial {self.done + 1}/{self.total}")
 

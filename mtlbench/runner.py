@@ -101,11 +101,12 @@ def execute(plan: RunPlan, run_dir: Path, events: RunEvents,
     """Run the planned trials; record each result in the store the moment it arrives."""
     executor = executor or LocalExecutor(plugins)
     summary = RunSummary(skipped=len(plan.done))
+    specs = {s.trial_id: s for s in plan.specs}
     with Store.in_run_dir(run_dir) as store:
         try:
             for result in executor.run(plan.specs, events):
                 store.record(result)
-                spec = next(s for s in plan.specs if s.trial_id == result.trial_id)
+                spec = specs[result.trial_id]
                 if result.status == "finished":
                     summary.finished.append(result)
                     if not keep_checkpoints:
