@@ -39,7 +39,7 @@ from mtlbench.trial import TrialResult, TrialSpec
 from mtlbench.weights import WeightsUnavailableError
 
 # Piped output (logs, CI) gets a wide console so the leaderboard is not squeezed to 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 180)
+console = Console(width=None if sys.stdout.isatty() else 180, log_path=False)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 180)
 
 USER_ERRORS = (UnknownNameError, ProtocolError, DataNotFoundError, SplitMismatchError,
