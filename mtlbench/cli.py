@@ -20,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mtlbench.data.prepare import DataNotFoundError
+from mtlbench.data.prepare import DataNotFoundError, DatasetLayoutError
 from mtlbench.data.splits import SplitMismatchError
 from mtlbench.plugins import Plugins, load_plugins
 from mtlbench.protocol import ProtocolError, describe_protocols, get_protocol
@@ -42,8 +42,8 @@ from mtlbench.weights import WeightsUnavailableError
 console = Console(width=None if sys.stdout.isatty() else 180, log_path=False)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 180)
 
-USER_ERRORS = (UnknownNameError, ProtocolError, DataNotFoundError, SplitMismatchError,
-               WeightsUnavailableError, RunLockedError, StoreError)
+USER_ERRORS = (UnknownNameError, ProtocolError, DataNotFoundError, DatasetLayoutError,
+               SplitMismatchError, WeightsUnavailableError, RunLockedError, StoreError)
 DEFAULT_OUT = "mtlbench-runs"
 
 

@@ -25,6 +25,23 @@ def _synthetic_fingerprint(root: Path | None) -> str:
 
 @hookimpl
 def mtlbench_register_datasets(register):
+    from mtlbench.data import busi
+
+    register(
+        DatasetCard(
+            name="busi",
+            classes=busi.CLASSES,
+            load=busi.load,
+            fingerprint=busi.fingerprint,
+            description=("BUSI: 647 breast ultrasound images (437 benign, 210 malignant; the 133 "
+                         "normal ones left out as in the paper), masks of one image united."),
+            citation=busi.CITATION,
+            licence="CC0 (as distributed on Kaggle); cite the paper",
+            obtain=busi.OBTAIN,
+            layout=busi.LAYOUT,
+            needs_files=True,
+        )
+    )
     register(
         DatasetCard(
             name="synthetic",

@@ -20,6 +20,11 @@ DATA_ENV = "MTLBENCH_DATA"
 CACHE_VERSION = 1
 
 
+class DatasetLayoutError(ValueError):
+    """Files that do not fit the dataset's layout (missing, unreadable, mismatched); the message
+    names them and says what to do."""
+
+
 class DataNotFoundError(FileNotFoundError):
     """The dataset's folder is missing; the message says where we looked and what to do."""
 

@@ -1,0 +1,110 @@
+"""The BUSI loader against the real copy in ../shared/data/busi and small broken copies of it."""
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtlbench.data import busi
+from mtlbench.data.prepare import prepare_dataset
+from mtlbench.plugins import load_plugins
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi"
+needs_real = pytest.mark.skipif(not (REAL / busi.FOLDER).is_dir(),
+                                reason=f"the BUSI copy is not at {REAL} (CI and the team have it)")
+
+
+@pytest.fixture(scope="module")
+def real_cases():
+    return busi.load(REAL)
+
+
+@needs_real
+def test_real_busi_counts_and_multi_mask_union(real_cases):
+    labels = [c.label for c in real_cases]
+    assert (labels.count(0), labels.count(1)) == (437, 210)
+    assert sum(c.meta["masks"] > 1 for c in real_cases) == 17
+    by_id = {c.id: c for c in real_cases}
+    first = {c.id: c for c in busi.load(REAL, multimask="first") if c.meta["masks"] >= 1}
+    several = by_id["benign (195)"]  # three masks
+    assert several.meta["masks"] == 3
+    assert several.mask.sum() > first["benign (195)"].mask.sum()
+    assert np.array_equal(by_id["benign (1)"].mask, first["benign (1)"].mask)
+    assert all(c.mask.any() and c.image.dtype == np.uint8 for c in real_cases)
+
+
+@needs_real
+def test_real_busi_with_normal_as_third_class():
+    cases = busi.load(REAL, include_normal=True)
+    normal = [c for c in cases if c.label == 2]
+    assert len(cases) == 780 and len(normal) == 133
+    assert not any(c.mask.any() for c in normal)
+
+
+@needs_real
+def test_busi_is_registered_and_cached(tmp_path):
+    card = load_plugins().datasets.get("busi")
+    started = time.perf_counter()
+    first = prepare_dataset(card, REAL, 64, tmp_path)
+    first_s = time.perf_counter() - started
+    started = time.perf_counter()
+    second = prepare_dataset(card, REAL, 64, tmp_path)
+    second_s = time.perf_counter() - started
+    assert first.ids == second.ids and np.array_equal(first.masks, second.masks)
+    assert first.images.shape == (647, 64, 64)
+    assert second_s < first_s / 5, (first_s, second_s)
+
+
+def small_copy(tmp_path: Path, names=("benign (1)", "benign (4)", "malignant (1)")) -> Path:
+    root = tmp_path / "busi"
+    for name in names:
+        cls = name.split(" ")[0]
+        (root / busi.FOLDER / cls).mkdir(parents=True, exist_ok=True)
+        for path in (REAL / busi.FOLDER / cls).glob(f"{name}*.png"):
+            if path.stem == name or path.stem.startswith(f"{name}_mask"):
+                shutil.copy(path, root / busi.FOLDER / cls / path.name)
+    (root / busi.FOLDER / "normal").mkdir()
+    return root
+
+
+@needs_real
+def test_small_copy_loads_with_either_root(tmp_path):
+    root = small_copy(tmp_path)
+    assert [c.id for c in busi.load(root)] == ["benign (1)", "benign (4)", "malignant (1)"]
+    assert len(busi.load(root / busi.FOLDER)) == 3
+
+
+@needs_real
+def test_missing_mask_is_named(tmp_path):
+    root = small_copy(tmp_path)
+    (root / busi.FOLDER / "benign" / "benign (1)_mask.png").unlink()
+    with pytest.raises(busi.DatasetLayoutError, match=r"images without a mask: \['benign \(1\)'\]"):
+        busi.load(root)
+
+
+@needs_real
+def test_unreadable_image_is_named(tmp_path):
+    root = small_copy(tmp_path)
+    broken = root / busi.FOLDER / "malignant" / "malignant (1).png"
+    broken.write_bytes(broken.read_bytes()[:100])
+    with pytest.raises(busi.DatasetLayoutError, match="cannot read .*malignant \\(1\\).png"):
+        busi.load(root)
+
+
+@needs_real
+def test_mask_of_another_size_is_named(tmp_path):
+    from PIL import Image
+
+    root = small_copy(tmp_path)
+    mask = root / busi.FOLDER / "benign" / "benign (1)_mask.png"
+    Image.new("L", (10, 10)).save(mask)
+    with pytest.raises(busi.DatasetLayoutError, match="benign \\(1\\)_mask.png is 10×10"):
+        busi.load(root)
+
+
+def test_missing_class_folder_shows_layout(tmp_path):
+    (tmp_path / busi.FOLDER / "benign").mkdir(parents=True)
+    with pytest.raises(busi.DatasetLayoutError, match="malignant is missing"):
+        busi.load(tmp_path)
