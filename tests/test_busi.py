@@ -108,3 +108,19 @@ def test_missing_class_folder_shows_layout(tmp_path):
     (tmp_path / busi.FOLDER / "benign").mkdir(parents=True)
     with pytest.raises(busi.DatasetLayoutError, match="malignant is missing"):
         busi.load(tmp_path)
+
+
+@needs_real
+def test_a_run_on_busi_completes_from_the_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from mtlbench.cli import main
+
+    result = CliRunner().invoke(main, [
+        "run", "--dataset", "busi", "--data-root", str(REAL), "--methods", "clsnet",
+        "--folds", "0", "--set", "epochs=1", "--set", "image_size=32",
+        "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "busi" in result.output and "clsnet" in result.output
+    split = next((tmp_path / "run" / "splits").glob("busi-*.json"))
+    assert "benign (1)" in split.read_text()
