@@ -274,6 +274,50 @@ def leaderboard_cmd(out, fmt, mode) -> None:
         click.echo(json.dumps(to_records(rows, mode), indent=1))
 
 
+@main.group(name="data")
+def data_cmd() -> None:
+    """Inspect a dataset."""
+
+
+@data_cmd.command(name="audit")
+@click.argument("dataset")
+@click.option("--data-root", default=None, type=click.Path(),
+              help="The dataset's folder (default: $MTLBENCH_DATA/<dataset>).")
+@click.option("--threshold", default=0.97, show_default=True,
+              help="Thumbnail correlation from which two images count as near duplicates.")
+@click.option("--json", "as_json", is_flag=True)
+def data_audit(dataset, data_root, threshold, as_json) -> None:
+    """Exact and near-duplicate images, within and across classes, and label conflicts."""
+    from mtlbench.data.audit import audit_cases
+    from mtlbench.data.prepare import resolve_root
+
+    loaded = _plugins()
+    try:
+        card = loaded.datasets.get(dataset)
+        cases = card.load(resolve_root(card, data_root))
+    except USER_ERRORS as exc:
+        _fail(str(exc))
+    report = audit_cases(cases, threshold)
+    labels = {c.id: c.label for c in cases}
+    names = {c.id: card.classes[c.label] for c in cases}
+    cross = report.cross_class_pairs(labels)
+    if as_json:
+        click.echo(json.dumps({
+            "dataset": dataset, "cases": len(cases), "threshold": threshold,
+            "exact": report.exact, "near_pairs": report.near_pairs, "cross_class": cross,
+            "clusters": report.clusters, "conflicts": report.conflicts}, indent=1))
+        return
+    console.print(f"[bold]{dataset}[/]: {len(cases)} cases; {len(report.exact)} exact duplicate "
+                  f"group(s), {len(report.near_pairs)} near-duplicate pair(s) (thumbnail "
+                  f"correlation ≥ {threshold}) in {len(report.clusters)} cluster(s), "
+                  f"{len(report.conflicts)} cluster(s) with conflicting labels.")
+    for group in report.exact:
+        console.print("exact duplicates: " + ", ".join(f"{g} ({names[g]})" for g in group))
+    for a, b, corr in cross:
+        console.print(f"across classes: {a} ({names[a]}) ~ {b} ({names[b]}), r = {corr:.4f}")
+    console.print("Splits keep every cluster on one side of a fold (its cases share a group).")
+
+
 @main.group(name="list")
 def list_cmd() -> None:
     """List methods, datasets or protocols."""

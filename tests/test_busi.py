@@ -124,3 +124,44 @@ def test_a_run_on_busi_completes_from_the_cli(tmp_path):
     assert "busi" in result.output and "clsnet" in result.output
     split = next((tmp_path / "run" / "splits").glob("busi-*.json"))
     assert "benign (1)" in split.read_text()
+
+
+@needs_real
+def test_audit_finds_the_known_duplicates_and_splits_keep_them_together(real_cases):
+    from mtlbench.data.audit import audit_cases
+
+    report = audit_cases(real_cases)
+    assert ["benign (433)", "malignant (145)"] in report.exact
+    labels = {c.id: c.label for c in real_cases}
+    cross = {frozenset(p[:2]) for p in report.cross_class_pairs(labels)}
+    for pair in (("benign (131)", "malignant (51)"), ("benign (42)", "malignant (51)"),
+                 ("benign (399)", "malignant (93)"), ("benign (433)", "malignant (145)")):
+        assert frozenset(pair) in cross
+    group = {c.id: c.group for c in real_cases}
+    assert group["benign (131)"] == group["benign (42)"] == group["malignant (51)"]
+    assert group["benign (1)"] != group["benign (2)"]
+
+
+@needs_real
+def test_audit_command_and_leak_free_default_split(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from mtlbench.cli import main
+    from mtlbench.data.splits import make_folds
+
+    result = CliRunner().invoke(main, ["data", "audit", "busi", "--data-root", str(REAL),
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["cases"] == 647 and ["benign (433)", "malignant (145)"] in doc["exact"]
+    card = load_plugins().datasets.get("busi")
+    arrays = prepare_dataset(card, REAL, 32, tmp_path)
+    for fold in make_folds(arrays, 5, "stratified-group", 42):
+        inside = {arrays.groups[i] for i in fold}
+        outside = {arrays.groups[i] for i in range(len(arrays)) if i not in set(fold)}
+        assert not inside & outside
+    normal_with_benign = busi.load(REAL, include_normal=True)
+    groups = {c.id: c.group for c in normal_with_benign}
+    assert groups["benign (437)"] == groups["normal (34)"]

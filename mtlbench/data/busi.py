@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mtlbench.data.audit import AUDIT_VERSION, with_duplicate_groups
 from mtlbench.data.cases import Case
 from mtlbench.data.prepare import DatasetLayoutError
 
@@ -80,7 +81,7 @@ def list_files(root: Path, include_normal: bool = False) -> dict[str, dict[str, 
 
 def fingerprint(root: Path, include_normal: bool = False, multimask: str = "union") -> str:
     """A hash of every file's name, size and modification time (cheap: no pixel is read)."""
-    h = hashlib.sha256(f"busi-{include_normal}-{multimask}".encode())
+    h = hashlib.sha256(f"busi-{include_normal}-{multimask}-audit{AUDIT_VERSION}".encode())
     for cls, items in list_files(root, include_normal).items():
         for paths in items.values():
             for path in paths:
@@ -90,7 +91,11 @@ def fingerprint(root: Path, include_normal: bool = False, multimask: str = "unio
 
 
 def load(root: Path, include_normal: bool = False, multimask: str = "union") -> list[Case]:
-    """The BUSI cases, classes in folder order (benign 0, malignant 1[, normal 2])."""
+    """The BUSI cases, classes in folder order (benign 0, malignant 1[, normal 2]).
+
+    Each case's group is its near-duplicate cluster (mtlbench.data.audit), so a split never puts
+    two copies of one scan on both sides.
+    """
     if multimask not in MULTIMASK:
         raise ValueError(f"multimask={multimask!r}: choose one of {MULTIMASK}")
     cases = []
@@ -109,7 +114,7 @@ def load(root: Path, include_normal: bool = False, multimask: str = "union") -> 
                 mask |= part
             cases.append(Case(name, image, mask, label, source=str(image_path),
                               meta={"masks": len(mask_paths), "class": cls}))
-    return cases
+    return with_duplicate_groups(cases)
 
 
 def read_gray(path: Path) -> np.ndarray:
