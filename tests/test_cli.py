@@ -145,11 +145,14 @@ def _wait_for(path: Path, timeout: float = 120) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_run_resumes_without_losing_or_repeating_work(fake_site, tmp_path, sig):
-    env = cli_env(fake_site, FAKE_SLEEP="0.01")
+    env = cli_env(fake_site, FAKE_SLEEP="0.03")
     args = ["run", "--methods", "fakenet", "--folds", "0,1", "--set", "epochs=12",
             "--set", "image_size=32", "--out", "run"]
+    # A shell that starts CI in the background may ignore SIGINT, and a child would inherit
+    # that; restore the default so Python turns Ctrl-C into KeyboardInterrupt as in a terminal.
     proc = subprocess.Popen([sys.executable, "-m", "mtlbench", *args], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(tmp_path / "run" / "checkpoints", 120)
     deadline = time.time() + 60
     while not list((tmp_path / "run" / "checkpoints").glob("*.pt")):
