@@ -25,7 +25,7 @@ def _synthetic_fingerprint(root: Path | None) -> str:
 
 @hookimpl
 def mtlbench_register_datasets(register):
-    from mtlbench.data import busi
+    from mtlbench.data import bus, busi
 
     register(
         DatasetCard(
@@ -39,6 +39,20 @@ def mtlbench_register_datasets(register):
             licence="CC0 (as distributed on Kaggle); cite the paper",
             obtain=busi.OBTAIN,
             layout=busi.LAYOUT,
+            needs_files=True,
+        )
+    )
+    register(
+        DatasetCard(
+            name="bus",
+            classes=bus.CLASSES,
+            load=bus.load,
+            fingerprint=bus.fingerprint,
+            description="BUS (UDIAT Dataset B): 163 images, 110 benign, 53 malignant.",
+            citation=bus.CITATION,
+            licence="research use, by agreement with its authors",
+            obtain=bus.OBTAIN,
+            layout=bus.LAYOUT,
             needs_files=True,
         )
     )
