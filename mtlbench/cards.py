@@ -78,3 +78,4 @@ class DatasetCard:
     layout: str = ""
     needs_files: bool = True
     folder_name: str = ""  # its folder under MTLBENCH_DATA; defaults to the name
+    check: Callable[[Path | None], Any] | None = None  # -> mtlbench.data.check.CheckReport

@@ -279,6 +279,43 @@ def data_cmd() -> None:
     """Inspect a dataset."""
 
 
+@data_cmd.command(name="check")
+@click.argument("dataset")
+@click.option("--data-root", default=None, type=click.Path(),
+              help="The dataset's folder (default: $MTLBENCH_DATA/<dataset>).")
+@click.option("--json", "as_json", is_flag=True)
+def data_check(dataset, data_root, as_json) -> None:
+    """Counts per class and every problem of a dataset folder, by file.
+
+    Exit status 1 when the data cannot be used as it is (errors); warnings are handled.
+    """
+    from mtlbench.data.prepare import resolve_root
+
+    loaded = _plugins()
+    try:
+        card = loaded.datasets.get(dataset)
+        root = resolve_root(card, data_root)
+    except USER_ERRORS as exc:
+        _fail(str(exc))
+    if card.check is None:
+        console.print(f"{dataset}: no files to check (generated or not checkable).")
+        return
+    report = card.check(root)
+    if as_json:
+        click.echo(json.dumps({"dataset": dataset, "root": str(root), "counts": report.counts,
+                               "problems": [vars(p) for p in report.problems]}, indent=1))
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in report.counts.items())
+        console.print(f"[bold]{dataset}[/] at {root}: {counts}")
+        for problem in report.problems:
+            colour = "red" if problem.severity == "error" else "yellow"
+            console.print(f"[{colour}]{problem.severity}[/]: {escape(problem.path)}: "
+                          f"{escape(problem.message)}")
+        console.print(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s).")
+    if report.errors:
+        sys.exit(1)
+
+
 @data_cmd.command(name="audit")
 @click.argument("dataset")
 @click.option("--data-root", default=None, type=click.Path(),

@@ -94,3 +94,17 @@ def test_a_run_on_the_fixture_completes_from_the_cli(tmp_path):
         "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "Leaderboard · bus" in " ".join(result.output.split())
+
+
+def test_data_check_on_the_fixture(tmp_path):
+    make_udiat(tmp_path, "csv")
+    ok = CliRunner().invoke(main, ["data", "check", "bus", "--data-root", str(tmp_path)])
+    assert ok.exit_code == 0, ok.output
+    (tmp_path / "original" / "000003.png").rename(tmp_path / "original" / "000099.png")
+    (tmp_path / "GT" / "000004.png").unlink()
+    bad = CliRunner().invoke(main, ["data", "check", "bus", "--data-root", str(tmp_path)])
+    text = " ".join(bad.output.split())
+    assert bad.exit_code == 1
+    assert "000003.png: listed in the table but missing" in text
+    assert "000099.png: has no row in the label table" in text
+    assert "000004.png: has no mask" in text

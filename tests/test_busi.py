@@ -165,3 +165,36 @@ def test_audit_command_and_leak_free_default_split(tmp_path):
     normal_with_benign = busi.load(REAL, include_normal=True)
     groups = {c.id: c.group for c in normal_with_benign}
     assert groups["benign (437)"] == groups["normal (34)"]
+
+
+@needs_real
+def test_data_check_lists_every_problem_by_file(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from mtlbench.cli import main
+
+    root = small_copy(tmp_path, ("benign (1)", "benign (4)", "benign (2)", "malignant (1)",
+                                 "malignant (2)"))
+    folder = root / busi.FOLDER
+    clean = CliRunner().invoke(main, ["data", "check", "busi", "--data-root", str(root)])
+    assert clean.exit_code == 0, clean.output
+    assert "benign 3, malignant 2" in clean.output
+    (folder / "malignant" / "malignant (1).png").write_bytes(b"not a png")
+    Image.new("L", (10, 10)).save(folder / "benign" / "benign (1)_mask.png")
+    (folder / "benign" / "benign (2)_mask.png").unlink()
+    Image.new("L", (20, 20), 0).save(folder / "benign" / "stray_mask.png")
+    mask = folder / "malignant" / "malignant (2)_mask.png"
+    Image.fromarray(np.asarray(Image.open(mask).convert("L")) // 2).save(mask)
+    result = CliRunner().invoke(main, ["data", "check", "busi", "--data-root", str(root),
+                                       "--json"])
+    assert result.exit_code == 1
+    problems = {(Path(p["path"]).name, p["severity"]): p["message"]
+                for p in json.loads(result.output)["problems"]}
+    assert "unreadable" in problems[("malignant (1).png", "error")]
+    assert "is 10×10 but its image" in problems[("benign (1)_mask.png", "error")]
+    assert "has no mask" in problems[("benign (2).png", "error")]
+    assert "mask without an image" in problems[("stray_mask.png", "warning")]
+    assert "not binary" in problems[("malignant (2)_mask.png", "warning")]

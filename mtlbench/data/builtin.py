@@ -32,6 +32,7 @@ def mtlbench_register_datasets(register):
             name="busi",
             classes=busi.CLASSES,
             load=busi.load,
+            check=busi.check,
             fingerprint=busi.fingerprint,
             description=("BUSI: 647 breast ultrasound images (437 benign, 210 malignant; the 133 "
                          "normal ones left out as in the paper), masks of one image united."),
@@ -47,6 +48,7 @@ def mtlbench_register_datasets(register):
             name="bus",
             classes=bus.CLASSES,
             load=bus.load,
+            check=bus.check,
             fingerprint=bus.fingerprint,
             description="BUS (UDIAT Dataset B): 163 images, 110 benign, 53 malignant.",
             citation=bus.CITATION,

@@ -19,6 +19,7 @@ from pathlib import Path
 from mtlbench.data.audit import AUDIT_VERSION, with_duplicate_groups
 from mtlbench.data.busi import read_gray
 from mtlbench.data.cases import Case
+from mtlbench.data.check import CheckReport, check_pair
 from mtlbench.data.prepare import DatasetLayoutError
 
 CLASSES = ("benign", "malignant")
@@ -100,6 +101,31 @@ def labelled_ids(root: Path) -> dict[str, tuple[int, str]]:
                                      "listed twice")
         out[case_id] = (CLASSES.index(kind), row.get(columns.get("diagnosis", ""), ""))
     return out
+
+
+def check(root: Path) -> CheckReport:
+    """Every problem of a BUS folder, by file (see mtlbench.data.check)."""
+    root = Path(root)
+    report = CheckReport()
+    for sub in ("original", "GT"):
+        if not (root / sub).is_dir():
+            report.error(root / sub, f"folder is missing; expected layout:\n{LAYOUT}")
+    try:
+        labels = labelled_ids(root)
+    except DatasetLayoutError as exc:
+        report.error(root, str(exc))
+        return report
+    images = {p.stem: p for p in (root / "original").glob("*.png")}
+    for cls_index, cls in enumerate(CLASSES):
+        report.counts[cls] = sum(1 for label, _ in labels.values() if label == cls_index)
+    for case_id in sorted(set(labels) - set(images)):
+        report.error(root / "original" / f"{case_id}.png", "listed in the table but missing")
+    for case_id in sorted(set(images) - set(labels)):
+        report.error(images[case_id], "has no row in the label table; add one or remove it")
+    for case_id in sorted(set(labels) & set(images)):
+        mask = root / "GT" / f"{case_id}.png"
+        check_pair(images[case_id], [mask] if mask.exists() else [], report)
+    return report
 
 
 def fingerprint(root: Path) -> str:

@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mtlbench.data.audit import AUDIT_VERSION, with_duplicate_groups
 from mtlbench.data.cases import Case
+from mtlbench.data.check import CheckReport, check_pair
 from mtlbench.data.prepare import DatasetLayoutError
 
 FOLDER = "Dataset_BUSI_with_GT"
@@ -77,6 +78,38 @@ def list_files(root: Path, include_normal: bool = False) -> dict[str, dict[str, 
         out[cls] = {name: [images[name]] + [p for _, p in sorted(masks[name])]
                     for name in images}
     return out
+
+
+def check(root: Path, include_normal: bool = False) -> CheckReport:
+    """Every problem of a BUSI folder, by file (see mtlbench.data.check)."""
+    report = CheckReport()
+    folder = dataset_folder(root)
+    for cls in class_names(include_normal) + (() if include_normal else (NORMAL,)):
+        class_dir = folder / cls
+        if not class_dir.is_dir():
+            if cls != NORMAL:
+                report.error(class_dir, f"class folder is missing; expected layout:\n{LAYOUT}")
+            continue
+        images, masks = {}, {}
+        for path in sorted(class_dir.iterdir()):
+            match = _MASK.match(path.name)
+            if match:
+                masks.setdefault(match["name"], []).append(path)
+            elif path.suffix.lower() == ".png":
+                images[path.stem] = path
+            else:
+                report.warn(path, "is not a PNG of the layout; ignored")
+        if cls == NORMAL and not include_normal:
+            report.counts[f"{cls} (left out)"] = len(images)
+            continue
+        report.counts[cls] = len(images)
+        for name in sorted(set(masks) - set(images)):
+            for path in masks[name]:
+                report.warn(path, f"mask without an image {name}.png; ignored")
+        for name, image_path in images.items():
+            check_pair(image_path, sorted(masks.get(name, [])), report,
+                       lesion_expected=cls != NORMAL)
+    return report
 
 
 def fingerprint(root: Path, include_normal: bool = False, multimask: str = "union") -> str:
