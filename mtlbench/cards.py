@@ -79,3 +79,10 @@ class DatasetCard:
     needs_files: bool = True
     folder_name: str = ""  # its folder under MTLBENCH_DATA; defaults to the name
     check: Callable[[Path | None], Any] | None = None  # -> mtlbench.data.check.CheckReport
+    # Options a user may give as ``--dataset NAME:key=value,...``; load, fingerprint and check
+    # receive them as keyword arguments (strings), and classes_for(options) names the classes.
+    options: tuple[str, ...] = ()
+    classes_for: Callable[[dict[str, str]], tuple[str, ...]] | None = None
+
+    def class_names(self, options: dict[str, str]) -> tuple[str, ...]:
+        return self.classes_for(options) if self.classes_for else tuple(self.classes)

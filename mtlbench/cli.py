@@ -20,7 +20,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mtlbench.data.prepare import DataNotFoundError, DatasetLayoutError
+from mtlbench.data.prepare import (
+    DataNotFoundError,
+    DatasetLayoutError,
+    DatasetOptionError,
+    canonical_dataset_spec,
+    lookup_dataset,
+    parse_dataset_spec,
+    resolve_root,
+)
 from mtlbench.data.splits import SplitMismatchError
 from mtlbench.plugins import Plugins, load_plugins
 from mtlbench.protocol import ProtocolError, describe_protocols, get_protocol
@@ -43,7 +51,8 @@ console = Console(width=None if sys.stdout.isatty() else 180, log_path=False)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 180)
 
 USER_ERRORS = (UnknownNameError, ProtocolError, DataNotFoundError, DatasetLayoutError,
-               SplitMismatchError, WeightsUnavailableError, RunLockedError, StoreError)
+               DatasetOptionError, SplitMismatchError, WeightsUnavailableError, RunLockedError,
+               StoreError)
 DEFAULT_OUT = "mtlbench-runs"
 
 
@@ -100,7 +109,8 @@ def _device(name: str) -> str:
 @main.command()
 @click.option("--methods", "-m", default="all", show_default=True,
               help="Comma list of methods, wildcards (e.g. 'cu*'), group names or 'all'.")
-@click.option("--dataset", "-d", default="synthetic", show_default=True)
+@click.option("--dataset", "-d", default="synthetic", show_default=True,
+              help="A dataset, with options if it has any: NAME or NAME:key=value,...")
 @click.option("--protocol", "-p", "protocol_name", default="smoke", show_default=True,
               help="A preset; see `mtlbench list protocols`.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -123,7 +133,9 @@ def run(methods, dataset, protocol_name, sets, folds, out, data_root, device,
     run_dir = Path(out)
     try:
         names = plugins.methods.select(methods, plugins.method_groups)
-        protocol = get_protocol(protocol_name, dataset, _parse_sets(sets))
+        protocol = get_protocol(protocol_name, parse_dataset_spec(dataset)[0], _parse_sets(sets))
+        card, options = lookup_dataset(plugins.datasets, dataset)
+        dataset = canonical_dataset_spec(card.name, options)
         with run_lock(run_dir):
             with console.status("Preparing data, split and weights…"):
                 plan = plan_run(plugins, names, dataset, protocol, run_dir, _parse_folds(folds),
@@ -289,18 +301,16 @@ def data_check(dataset, data_root, as_json) -> None:
 
     Exit status 1 when the data cannot be used as it is (errors); warnings are handled.
     """
-    from mtlbench.data.prepare import resolve_root
-
     loaded = _plugins()
     try:
-        card = loaded.datasets.get(dataset)
+        card, options = lookup_dataset(loaded.datasets, dataset)
         root = resolve_root(card, data_root)
+        if card.check is None:
+            console.print(f"{dataset}: no files to check (generated or not checkable).")
+            return
+        report = card.check(root, **options)
     except USER_ERRORS as exc:
         _fail(str(exc))
-    if card.check is None:
-        console.print(f"{dataset}: no files to check (generated or not checkable).")
-        return
-    report = card.check(root)
     if as_json:
         click.echo(json.dumps({"dataset": dataset, "root": str(root), "counts": report.counts,
                                "problems": [vars(p) for p in report.problems]}, indent=1))
@@ -326,17 +336,17 @@ def data_check(dataset, data_root, as_json) -> None:
 def data_audit(dataset, data_root, threshold, as_json) -> None:
     """Exact and near-duplicate images, within and across classes, and label conflicts."""
     from mtlbench.data.audit import audit_cases
-    from mtlbench.data.prepare import resolve_root
 
     loaded = _plugins()
     try:
-        card = loaded.datasets.get(dataset)
-        cases = card.load(resolve_root(card, data_root))
+        card, options = lookup_dataset(loaded.datasets, dataset)
+        cases = card.load(resolve_root(card, data_root), **options)
     except USER_ERRORS as exc:
         _fail(str(exc))
     report = audit_cases(cases, threshold)
     labels = {c.id: c.label for c in cases}
-    names = {c.id: card.classes[c.label] for c in cases}
+    classes = card.class_names(options)
+    names = {c.id: classes[c.label] for c in cases}
     cross = report.cross_class_pairs(labels)
     if as_json:
         click.echo(json.dumps({

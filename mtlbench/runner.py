@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtlbench.data.prepare import canonical_dataset_spec, lookup_dataset
 from mtlbench.executors import Executor, RunEvents
 from mtlbench.executors.local import LocalExecutor
 from mtlbench.plugins import Plugins
@@ -49,7 +50,8 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
              run_dir: Path, folds: list[int] | None = None, data_root: str | None = None,
              cache_dir: str | None = None, device: str = "cpu") -> RunPlan:
     """Trial specs for every (method, fold), after the early checks; finished ones are skipped."""
-    card = plugins.datasets.get(dataset)
+    card, options = lookup_dataset(plugins.datasets, dataset)
+    dataset = canonical_dataset_spec(card.name, options)
     for name in methods:
         plugins.methods.get(name)
     if protocol.pretrained != "none":  # first: it is the cheapest check and needs no data
@@ -58,7 +60,8 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
     bad = [f for f in folds if not 0 <= f < protocol.folds]
     if bad:
         raise ValueError(f"--folds {bad}: the protocol has folds 0..{protocol.folds - 1}")
-    arrays = load_arrays(card, data_root, protocol.image_size, cache_dir)
+    arrays = load_arrays(card, data_root, protocol.image_size, cache_dir,
+                         tuple(sorted(options.items())))
     specs = [TrialSpec(dataset, m, f, protocol, str(run_dir), data_root, cache_dir, device)
              for m in methods for f in folds]
     if specs:

@@ -24,7 +24,7 @@ import torch
 
 from mtlbench.cards import DatasetCard, MethodCard, ModelConfig
 from mtlbench.data.augment import augment_batch
-from mtlbench.data.prepare import DatasetArrays, prepare_dataset, resolve_root
+from mtlbench.data.prepare import DatasetArrays, lookup_dataset, prepare_dataset, resolve_root
 from mtlbench.data.splits import load_or_make_split, split_path
 from mtlbench.losses import task_losses
 from mtlbench.metrics import classification_metrics, seg_metrics
@@ -66,11 +66,12 @@ def _plugins() -> Plugins:
 
 
 @functools.lru_cache(maxsize=2)
-def load_arrays(card: DatasetCard, data_root: str | None, size: int,
-                cache_dir: str | None) -> DatasetArrays:
+def load_arrays(card: DatasetCard, data_root: str | None, size: int, cache_dir: str | None,
+                options: tuple[tuple[str, str], ...] = ()) -> DatasetArrays:
     """The dataset at ``size``, read once per process (and once per machine via the cache)."""
     root = resolve_root(card, data_root)
-    return prepare_dataset(card, root, size, Path(cache_dir) if cache_dir else default_cache_dir())
+    return prepare_dataset(card, root, size,
+                           Path(cache_dir) if cache_dir else default_cache_dir(), dict(options))
 
 
 def fold_indices(spec: TrialSpec, arrays: DatasetArrays) -> tuple[list[int], list[int]]:
@@ -94,10 +95,11 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
     """
     plugins = plugins or _plugins()
     method = plugins.methods.get(spec.method)
-    dataset = plugins.datasets.get(spec.dataset)
+    dataset, options = lookup_dataset(plugins.datasets, spec.dataset)
     p = spec.protocol
     started = time.perf_counter()
-    arrays = load_arrays(dataset, spec.data_root, p.image_size, spec.cache_dir)
+    arrays = load_arrays(dataset, spec.data_root, p.image_size, spec.cache_dir,
+                         tuple(sorted(options.items())))
     train_idx, test_idx = fold_indices(spec, arrays)
     device = torch.device(spec.device)
 

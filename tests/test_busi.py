@@ -198,3 +198,26 @@ def test_data_check_lists_every_problem_by_file(tmp_path):
     assert "has no mask" in problems[("benign (2).png", "error")]
     assert "mask without an image" in problems[("stray_mask.png", "warning")]
     assert "not binary" in problems[("malignant (2)_mask.png", "warning")]
+
+
+@needs_real
+def test_dataset_options_reach_the_loader_and_the_trial_identity(tmp_path):
+    from click.testing import CliRunner
+
+    from mtlbench.cli import main
+    from mtlbench.data.prepare import DatasetOptionError, lookup_dataset
+
+    plugins = load_plugins()
+    card, options = lookup_dataset(plugins.datasets, "BUSI:multimask=first, include_normal=true")
+    assert options == {"multimask": "first", "include_normal": "true"}
+    arrays = prepare_dataset(card, REAL, 32, tmp_path, options)
+    assert arrays.name == "busi:include_normal=true,multimask=first"
+    assert arrays.classes == ("benign", "malignant", "normal") and len(arrays) == 780
+    with pytest.raises(DatasetOptionError, match="has no option 'normals'; its options: "
+                                                 "include_normal, multimask"):
+        lookup_dataset(plugins.datasets, "busi:normals=true")
+    with pytest.raises(DatasetOptionError, match="expected true or false"):
+        prepare_dataset(card, REAL, 32, tmp_path, {"include_normal": "maybe"})
+    result = CliRunner().invoke(main, ["run", "--dataset", "busi:multimask=second",
+                                       "--data-root", str(REAL), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "choose one of union, first" in result.output

@@ -33,9 +33,13 @@ def mtlbench_register_datasets(register):
             classes=busi.CLASSES,
             load=busi.load,
             check=busi.check,
+            options=busi.OPTIONS,
+            classes_for=busi.classes_for,
             fingerprint=busi.fingerprint,
             description=("BUSI: 647 breast ultrasound images (437 benign, 210 malignant; the 133 "
-                         "normal ones left out as in the paper), masks of one image united."),
+                         "normal ones left out as in the paper), masks of one image united. "
+                         "Options: busi:include_normal=true (normal as a third class), "
+                         "busi:multimask=first (only NAME_mask.png, as the paper's code)."),
             citation=busi.CITATION,
             licence="CC0 (as distributed on Kaggle); cite the paper",
             obtain=busi.OBTAIN,

@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from mtlbench.data.audit import AUDIT_VERSION, with_duplicate_groups
 from mtlbench.data.cases import Case
 from mtlbench.data.check import CheckReport, check_pair
-from mtlbench.data.prepare import DatasetLayoutError
+from mtlbench.data.prepare import DatasetLayoutError, DatasetOptionError, as_bool
 
 FOLDER = "Dataset_BUSI_with_GT"
 CLASSES = ("benign", "malignant")
@@ -43,8 +43,15 @@ def dataset_folder(root: Path) -> Path:
     return inner if inner.is_dir() else Path(root)
 
 
-def class_names(include_normal: bool) -> tuple[str, ...]:
-    return CLASSES + ((NORMAL,) if include_normal else ())
+OPTIONS = ("include_normal", "multimask")
+
+
+def class_names(include_normal: bool | str) -> tuple[str, ...]:
+    return CLASSES + ((NORMAL,) if as_bool(include_normal, "include_normal") else ())
+
+
+def classes_for(options: dict[str, str]) -> tuple[str, ...]:
+    return class_names(options.get("include_normal", False))
 
 
 def list_files(root: Path, include_normal: bool = False) -> dict[str, dict[str, list[Path]]]:
@@ -80,8 +87,10 @@ def list_files(root: Path, include_normal: bool = False) -> dict[str, dict[str, 
     return out
 
 
-def check(root: Path, include_normal: bool = False) -> CheckReport:
+def check(root: Path, include_normal: bool | str = False, multimask: str = "union"
+          ) -> CheckReport:
     """Every problem of a BUSI folder, by file (see mtlbench.data.check)."""
+    include_normal = as_bool(include_normal, "include_normal")
     report = CheckReport()
     folder = dataset_folder(root)
     for cls in class_names(include_normal) + (() if include_normal else (NORMAL,)):
@@ -112,8 +121,9 @@ def check(root: Path, include_normal: bool = False) -> CheckReport:
     return report
 
 
-def fingerprint(root: Path, include_normal: bool = False, multimask: str = "union") -> str:
+def fingerprint(root: Path, include_normal: bool | str = False, multimask: str = "union") -> str:
     """A hash of every file's name, size and modification time (cheap: no pixel is read)."""
+    include_normal = as_bool(include_normal, "include_normal")
     h = hashlib.sha256(f"busi-{include_normal}-{multimask}-audit{AUDIT_VERSION}".encode())
     for cls, items in list_files(root, include_normal).items():
         for paths in items.values():
@@ -123,14 +133,16 @@ def fingerprint(root: Path, include_normal: bool = False, multimask: str = "unio
     return h.hexdigest()[:16]
 
 
-def load(root: Path, include_normal: bool = False, multimask: str = "union") -> list[Case]:
+def load(root: Path, include_normal: bool | str = False, multimask: str = "union") -> list[Case]:
     """The BUSI cases, classes in folder order (benign 0, malignant 1[, normal 2]).
 
     Each case's group is its near-duplicate cluster (mtlbench.data.audit), so a split never puts
     two copies of one scan on both sides.
     """
+    include_normal = as_bool(include_normal, "include_normal")
     if multimask not in MULTIMASK:
-        raise ValueError(f"multimask={multimask!r}: choose one of {MULTIMASK}")
+        raise DatasetOptionError(f"dataset option multimask={multimask!r}: choose one of "
+                                 f"{', '.join(MULTIMASK)}")
     cases = []
     for label, (cls, items) in enumerate(list_files(root, include_normal).items()):
         for name, (image_path, *mask_paths) in items.items():

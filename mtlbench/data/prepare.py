@@ -25,6 +25,10 @@ class DatasetLayoutError(ValueError):
     names them and says what to do."""
 
 
+class DatasetOptionError(ValueError):
+    """A dataset option that the dataset does not have or cannot parse."""
+
+
 class DataNotFoundError(FileNotFoundError):
     """The dataset's folder is missing; the message says where we looked and what to do."""
 
@@ -50,6 +54,53 @@ class DatasetArrays:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+def parse_dataset_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"busi:multimask=first,include_normal=true"`` -> ("busi", {...}); no options -> {}."""
+    name, _, rest = spec.strip().partition(":")
+    options: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DatasetOptionError(f"dataset {spec!r}: option {item!r} is not KEY=VALUE "
+                                     f"(e.g. {name}:key=value)")
+        options[key.strip().lower()] = value.strip()
+    return name.strip().lower(), options
+
+
+def canonical_dataset_spec(name: str, options: dict[str, str]) -> str:
+    """One spelling per dataset and options: the name the store and trial ids use."""
+    return name + ("" if not options else ":" + ",".join(f"{k}={options[k]}"
+                                                        for k in sorted(options)))
+
+
+def lookup_dataset(registry, spec: str) -> tuple[DatasetCard, dict[str, str]]:
+    """The card and checked options of a dataset spec such as ``busi:multimask=first``."""
+    name, options = parse_dataset_spec(spec)
+    card = registry.get(name)
+    check_options(card, options)
+    return card, options
+
+
+def as_bool(value: bool | str, option: str) -> bool:
+    """A dataset option's boolean value from its command-line text."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no"):
+        return False
+    raise DatasetOptionError(f"dataset option {option}={value!r}: expected true or false")
+
+
+def check_options(card: DatasetCard, options: dict[str, str]) -> None:
+    unknown = sorted(set(options) - set(card.options))
+    if unknown:
+        valid = ", ".join(card.options) or "none"
+        raise DatasetOptionError(f"dataset {card.name!r} has no option {unknown[0]!r}; its "
+                                 f"options: {valid}")
 
 
 def resolve_root(card: DatasetCard, data_root: str | Path | None) -> Path | None:
@@ -82,21 +133,24 @@ def resolve_root(card: DatasetCard, data_root: str | Path | None) -> Path | None
 
 
 def prepare_dataset(card: DatasetCard, root: Path | None, size: int,
-                    cache_dir: Path | None) -> DatasetArrays:
+                    cache_dir: Path | None, options: dict[str, str] | None = None
+                    ) -> DatasetArrays:
     """The dataset resized to ``size``×``size``, from the cache when it is there."""
-    key = f"{card.name}-{card.fingerprint(root)}-{size}-c{CACHE_VERSION}"
+    options = options or {}
+    check_options(card, options)
+    key = f"{card.name}-{card.fingerprint(root, **options)}-{size}-c{CACHE_VERSION}"
     path = cache_dir / f"{key}.npz" if cache_dir else None
     if path is not None and path.exists():
         try:
-            return _read_cache(path, card)
+            return _read_cache(path, card, options)
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # a damaged cache is rebuilt, never trusted
-    cases = card.load(root)
+    cases = card.load(root, **options)
     if not cases:
         raise ValueError(f"dataset {card.name!r} at {root}: no cases found")
     arrays = DatasetArrays(
-        name=card.name,
-        classes=tuple(card.classes),
+        name=canonical_dataset_spec(card.name, options),
+        classes=card.class_names(options),
         ids=tuple(c.id for c in cases),
         hashes=tuple(c.content_hash for c in cases),
         groups=tuple(c.group for c in cases),
@@ -131,10 +185,10 @@ def _write_cache(path: Path, arrays: DatasetArrays) -> None:
             os.unlink(tmp)
 
 
-def _read_cache(path: Path, card: DatasetCard) -> DatasetArrays:
+def _read_cache(path: Path, card: DatasetCard, options: dict[str, str]) -> DatasetArrays:
     with np.load(path, allow_pickle=False) as z:
         return DatasetArrays(
-            name=card.name, classes=tuple(card.classes),
+            name=canonical_dataset_spec(card.name, options), classes=card.class_names(options),
             ids=tuple(str(s) for s in z["ids"]), hashes=tuple(str(s) for s in z["hashes"]),
             groups=tuple(str(s) for s in z["groups"]), labels=z["labels"],
             images=z["images"], masks=z["masks"], soft_masks=z["soft_masks"],

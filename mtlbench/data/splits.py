@@ -41,7 +41,9 @@ def make_folds(arrays: DatasetArrays, n_folds: int, method: str, seed: int) -> l
 
 
 def split_path(split_dir: Path, dataset: str, method: str, n_folds: int, seed: int) -> Path:
-    return split_dir / f"{dataset}-{method}-k{n_folds}-seed{seed}.json"
+    """Where a dataset's split lives; dataset options become part of the file name."""
+    safe = re.sub(r"[^A-Za-z0-9_.=-]+", "+", dataset)
+    return split_dir / f"{safe}-{method}-k{n_folds}-seed{seed}.json"
 
 
 def load_or_make_split(path: Path, arrays: DatasetArrays, n_folds: int, method: str,
