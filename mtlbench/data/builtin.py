@@ -26,6 +26,15 @@ def _synthetic_fingerprint(root: Path | None) -> str:
 @hookimpl
 def mtlbench_register_datasets(register):
     from mtlbench.data import bus, busi
+    from mtlbench.data.folder import folder_dataset
+
+    register(folder_dataset(
+        "folder",
+        description=("Any images/ + masks/ + labels.csv set, described by options, e.g. "
+                     "folder:mask_pattern={id}_mask.png,classes=benign;malignant "
+                     "(see mtlbench.data.folder)"),
+        obtain="your own data: point --data-root at the folder holding images/, masks/ and "
+               "labels.csv"))
 
     register(
         DatasetCard(

@@ -1,0 +1,158 @@
+"""Any other dataset: an images folder, a masks folder and a CSV of labels, described by options.
+
+    DIR/images/<id>.png      (image_pattern)
+    DIR/masks/<id>.png       (mask_pattern, e.g. {id}_mask.png)
+    DIR/labels.csv           columns id, label[, group]   (id_column, label_column, group_column)
+
+Labels are class names (``classes``, default benign,malignant) or class indices. A group column
+(patient id) keeps a patient's images on one side of every split; near-duplicate images are
+grouped too. ``folder_dataset`` builds a named dataset on top of this for a plugin.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from mtlbench.cards import DatasetCard
+from mtlbench.data.audit import AUDIT_VERSION, with_duplicate_groups
+from mtlbench.data.busi import read_gray
+from mtlbench.data.cases import Case
+from mtlbench.data.check import CheckReport, check_pair
+from mtlbench.data.prepare import DatasetLayoutError
+
+DEFAULTS = {"images": "images", "masks": "masks", "csv": "labels.csv", "id_column": "id",
+            "label_column": "label", "group_column": "group", "image_pattern": "{id}.png",
+            "mask_pattern": "{id}.png", "classes": "benign,malignant"}
+OPTIONS = tuple(DEFAULTS)
+
+
+def settings(options: dict[str, str]) -> dict[str, str]:
+    """The defaults overridden by ``options``."""
+    return {**DEFAULTS, **{k: v for k, v in options.items() if v != ""}}
+
+
+def classes_for(options: dict[str, str]) -> tuple[str, ...]:
+    """Class names in label order; separated by ';' (or ',' or '|' outside a --dataset spec)."""
+    return tuple(c.strip() for c in re.split(r"[;,|]", settings(options)["classes"]) if c.strip())
+
+
+def read_labels(root: Path, **options: str) -> list[tuple[str, int, str, int]]:
+    """(id, label index, group, CSV line) for each row; errors name the file, line and value."""
+    s = settings(options)
+    path = Path(root) / s["csv"]
+    if not path.exists():
+        raise DatasetLayoutError(f"label file {path} is missing; give its name with the "
+                                 "option csv=FILE (relative to the data root)")
+    classes = classes_for(options)
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        for key in ("id_column", "label_column"):
+            if s[key] not in columns:
+                raise DatasetLayoutError(f"{path} has no column {s[key]!r} (columns: "
+                                         f"{', '.join(columns)}); set the option {key}=NAME")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            case_id, raw = row[s["id_column"]].strip(), row[s["label_column"]].strip()
+            if raw in classes:
+                label = classes.index(raw)
+            elif raw.isdigit() and int(raw) < len(classes):
+                label = int(raw)
+            else:
+                raise DatasetLayoutError(f"{path}, line {line}: label {raw!r} is not one of "
+                                         f"the classes {', '.join(classes)} (option classes=...)")
+            group = (row.get(s["group_column"]) or "").strip()
+            rows.append((case_id, label, group, line))
+    return rows
+
+
+def _paths(root: Path, case_id: str, s: dict[str, str]) -> tuple[Path, Path]:
+    return (Path(root) / s["images"] / s["image_pattern"].format(id=case_id),
+            Path(root) / s["masks"] / s["mask_pattern"].format(id=case_id))
+
+
+def load(root: Path, **options: str) -> list[Case]:
+    """The cases of the CSV, in its order; groups from the group column and duplicates."""
+    s = settings(options)
+    cases = []
+    for case_id, label, group, line in read_labels(root, **options):
+        image_path, mask_path = _paths(root, case_id, s)
+        for path, what in ((image_path, "image"), (mask_path, "mask")):
+            if not path.exists():
+                raise DatasetLayoutError(f"{what} {path} of {s['csv']} line {line} (id "
+                                         f"{case_id!r}) is missing; check the option "
+                                         f"{what}_pattern (now {s[what + '_pattern']!r})")
+        image, mask = read_gray(image_path), read_gray(mask_path) > 127
+        if mask.shape != image.shape:
+            raise DatasetLayoutError(f"mask {mask_path} is {mask.shape[1]}×{mask.shape[0]} but "
+                                     f"its image is {image.shape[1]}×{image.shape[0]}")
+        cases.append(Case(case_id, image, mask, label, group=f"group:{group}" if group else "",
+                          source=str(image_path)))
+    return with_duplicate_groups(cases)
+
+
+def check(root: Path, **options: str) -> CheckReport:
+    """Every problem of the folder, by file."""
+    s = settings(options)
+    report = CheckReport()
+    try:
+        rows = read_labels(root, **options)
+    except DatasetLayoutError as exc:
+        report.error(Path(root) / s["csv"], str(exc))
+        return report
+    classes = classes_for(options)
+    for index, name in enumerate(classes):
+        report.counts[name] = sum(1 for r in rows if r[1] == index)
+    listed = set()
+    for case_id, _, _, line in rows:
+        image_path, mask_path = _paths(root, case_id, s)
+        listed.add(image_path.name)
+        if not image_path.exists():
+            report.error(image_path, f"listed on line {line} of {s['csv']} but missing")
+            continue
+        check_pair(image_path, [mask_path] if mask_path.exists() else [], report)
+    image_dir = Path(root) / s["images"]
+    for path in sorted(image_dir.iterdir()) if image_dir.is_dir() else []:
+        if path.name not in listed:
+            report.warn(path, f"has no row in {s['csv']}; ignored")
+    return report
+
+
+def fingerprint(root: Path, **options: str) -> str:
+    """A hash of the options and the files' names, sizes and modification times."""
+    s = settings(options)
+    h = hashlib.sha256(repr(sorted(s.items())).encode() + f"audit{AUDIT_VERSION}".encode())
+    for sub in (s["csv"], s["images"], s["masks"]):
+        path = Path(root) / sub
+        for item in sorted(path.iterdir()) if path.is_dir() else [path]:
+            if item.exists():
+                st = os.stat(item)
+                h.update(f"{item.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def folder_dataset(name: str, description: str = "", citation: str = "", obtain: str = "",
+                   **preset: str) -> DatasetCard:
+    """A named dataset in the folder+CSV format with some options fixed (for plugins)."""
+    fixed = {**preset}
+
+    def merged(options: dict[str, str]) -> dict[str, str]:
+        return {**fixed, **options}
+
+    s = settings(fixed)
+    return DatasetCard(
+        name=name, classes=classes_for(fixed),
+        load=lambda root, **o: load(root, **merged(o)),
+        fingerprint=lambda root, **o: fingerprint(root, **merged(o)),
+        check=lambda root, **o: check(root, **merged(o)),
+        options=OPTIONS, classes_for=lambda o: classes_for(merged(o)),
+        description=description or "folder+CSV dataset",
+        citation=citation, obtain=obtain,
+        layout=(f"  {s['images']}/{s['image_pattern']}\n  {s['masks']}/{s['mask_pattern']}\n"
+                f"  {s['csv']} (columns {s['id_column']}, {s['label_column']}"
+                f"[, {s['group_column']}])"),
+    )
