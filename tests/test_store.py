@@ -82,11 +82,12 @@ def test_leaderboard_is_mean_and_population_std_over_folds(tmp_path):
 
 def test_paper_checkpoint_selection_is_labelled_in_the_tables(tmp_path):
     leaky = result()
-    leaky.protocol = {"name": "paper", "checkpoint": "paper"}
+    leaky.protocol = {"name": "paper", "checkpoint": "paper", "split": "paper"}
     with Store(tmp_path / "s.sqlite") as store:
         store.record(leaky)
         write_leaderboard(store, tmp_path)
     text = (tmp_path / "leaderboard.md").read_text()
     assert "checkpoint chosen on the test fold" in text
+    assert "paper's split (not grouped" in text
     assert json.loads((tmp_path / "leaderboard.json").read_text())["strict"][0]["checkpoint"] \
         == "paper"
