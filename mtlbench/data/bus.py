@@ -17,10 +17,9 @@ import os
 from pathlib import Path
 
 from mtlbench.data.audit import AUDIT_VERSION, with_duplicate_groups
-from mtlbench.data.busi import read_gray
 from mtlbench.data.cases import Case
 from mtlbench.data.check import CheckReport, check_pair
-from mtlbench.data.prepare import DatasetLayoutError
+from mtlbench.data.prepare import DatasetLayoutError, read_gray
 
 CLASSES = ("benign", "malignant")
 CITATION = ("M. H. Yap et al., Automated breast ultrasound lesions detection using "

@@ -17,12 +17,11 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from mtlbench.data.audit import AUDIT_VERSION, with_duplicate_groups
 from mtlbench.data.cases import Case
 from mtlbench.data.check import CheckReport, check_pair
-from mtlbench.data.prepare import DatasetLayoutError, DatasetOptionError, as_bool
+from mtlbench.data.prepare import DatasetLayoutError, DatasetOptionError, as_bool, read_gray
 
 FOLDER = "Dataset_BUSI_with_GT"
 CLASSES = ("benign", "malignant")
@@ -160,13 +159,3 @@ def load(root: Path, include_normal: bool | str = False, multimask: str = "union
             cases.append(Case(name, image, mask, label, source=str(image_path),
                               meta={"masks": len(mask_paths), "class": cls}))
     return with_duplicate_groups(cases)
-
-
-def read_gray(path: Path) -> np.ndarray:
-    """An 8-bit gray array of any PNG mode; DatasetLayoutError names an unreadable file."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DatasetLayoutError(f"cannot read {path}: {exc}; replace or remove the file") \
-            from None

@@ -19,10 +19,9 @@ from pathlib import Path
 
 from mtlbench.cards import DatasetCard
 from mtlbench.data.audit import AUDIT_VERSION, with_duplicate_groups
-from mtlbench.data.busi import read_gray
 from mtlbench.data.cases import Case
 from mtlbench.data.check import CheckReport, check_pair
-from mtlbench.data.prepare import DatasetLayoutError
+from mtlbench.data.prepare import DatasetLayoutError, read_gray
 
 DEFAULTS = {"images": "images", "masks": "masks", "csv": "labels.csv", "id_column": "id",
             "label_column": "label", "group_column": "group", "image_pattern": "{id}.png",

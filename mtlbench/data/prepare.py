@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from mtlbench.cards import DatasetCard
 
@@ -193,3 +193,13 @@ def _read_cache(path: Path, card: DatasetCard, options: dict[str, str]) -> Datas
             groups=tuple(str(s) for s in z["groups"]), labels=z["labels"],
             images=z["images"], masks=z["masks"], soft_masks=z["soft_masks"],
         )
+
+
+def read_gray(path: Path) -> np.ndarray:
+    """An 8-bit gray array of any PNG mode; DatasetLayoutError names an unreadable file."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L"))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DatasetLayoutError(f"cannot read {path}: {exc}; replace or remove the file") \
+            from None
