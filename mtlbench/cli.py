@@ -96,6 +96,19 @@ def _parse_folds(text: str | None) -> list[int] | None:
                                  param_hint="--folds") from None
 
 
+def _emit(records: list[dict], as_json: bool, title: str, columns: dict) -> None:
+    """Print ``records`` as JSON, or as a table with ``columns`` (header -> cell function)."""
+    if as_json:
+        click.echo(json.dumps(records, indent=1))
+        return
+    table = Table(title=title)
+    for header in columns:
+        table.add_column(header)
+    for record in records:
+        table.add_row(*(cell(record) for cell in columns.values()))
+    console.print(table)
+
+
 def _device(name: str) -> str:
     import torch
 
@@ -378,16 +391,10 @@ def list_methods(as_json) -> None:
     records = [{"name": n, "tasks": sorted(c.tasks), "family": c.family,
                 "groups": list(c.groups), "plugin": plugins.methods.owner(n),
                 "description": c.description} for n, c in plugins.methods.items()]
-    if as_json:
-        click.echo(json.dumps(records, indent=1))
-        return
-    table = Table(title="Methods")
-    for col in ("name", "tasks", "family", "groups", "plugin", "description"):
-        table.add_column(col)
-    for r in records:
-        table.add_row(r["name"], "+".join(r["tasks"]), r["family"], ",".join(r["groups"]),
-                      r["plugin"], r["description"])
-    console.print(table)
+    _emit(records, as_json, "Methods", {
+        "name": lambda r: r["name"], "tasks": lambda r: "+".join(r["tasks"]),
+        "family": lambda r: r["family"], "groups": lambda r: ",".join(r["groups"]),
+        "plugin": lambda r: r["plugin"], "description": lambda r: r["description"]})
 
 
 @list_cmd.command(name="datasets")
@@ -398,15 +405,9 @@ def list_datasets(as_json) -> None:
     records = [{"name": n, "classes": list(c.classes), "needs_files": c.needs_files,
                 "plugin": plugins.datasets.owner(n), "description": c.description,
                 "obtain": c.obtain} for n, c in plugins.datasets.items()]
-    if as_json:
-        click.echo(json.dumps(records, indent=1))
-        return
-    table = Table(title="Datasets")
-    for col in ("name", "classes", "plugin", "description"):
-        table.add_column(col)
-    for r in records:
-        table.add_row(r["name"], ", ".join(r["classes"]), r["plugin"], r["description"])
-    console.print(table)
+    _emit(records, as_json, "Datasets", {
+        "name": lambda r: r["name"], "classes": lambda r: ", ".join(r["classes"]),
+        "plugin": lambda r: r["plugin"], "description": lambda r: r["description"]})
 
 
 @list_cmd.command(name="protocols")
@@ -438,20 +439,15 @@ def plugins(as_json) -> None:
                 "version": i.version, "builtin": i.builtin, "methods": i.methods,
                 "datasets": i.datasets} for i in loaded.info.values()]
     records += [{"name": e.plugin, "error": str(e.reason)} for e in loaded.errors]
-    if as_json:
-        click.echo(json.dumps(records, indent=1))
-        return
-    table = Table(title="Plugins")
-    for col in ("name", "distribution", "version", "registered"):
-        table.add_column(col)
-    for r in records:
+    def registered(r: dict) -> str:
         if "error" in r:
-            table.add_row(r["name"], "", "", f"[red]failed: {escape(r['error'])}[/]")
-            continue
-        what = ", ".join([f"method {m}" for m in r["methods"]] +
+            return f"[red]failed: {escape(r['error'])}[/]"
+        return ", ".join([f"method {m}" for m in r["methods"]] +
                          [f"dataset {d}" for d in r["datasets"]])
-        table.add_row(r["name"], r["distribution"], r["version"], what)
-    console.print(table)
+
+    _emit(records, as_json, "Plugins", {
+        "name": lambda r: r["name"], "distribution": lambda r: r.get("distribution", ""),
+        "version": lambda r: r.get("version", ""), "registered": registered})
 
 
 @main.command()

@@ -59,7 +59,8 @@ def audit_cases(cases: list[Case], threshold: float = NEAR_THRESHOLD) -> AuditRe
         by_pixels.setdefault(digest, []).append(case.id)
     report.exact = [group for group in by_pixels.values() if len(group) > 1]
 
-    corr = thumbnails(cases) @ thumbnails(cases).T if cases else np.zeros((0, 0))
+    thumbs = thumbnails(cases)
+    corr = thumbs @ thumbs.T
     rows, cols = np.nonzero(np.triu(corr >= threshold, k=1))
     report.near_pairs = [(ids[i], ids[j], float(corr[i, j])) for i, j in zip(rows, cols,
                                                                              strict=True)]

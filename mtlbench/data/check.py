@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+
+from mtlbench.data.prepare import DatasetLayoutError, read_gray
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,9 @@ class CheckReport:
 def read_or_report(path: Path, report: CheckReport) -> np.ndarray | None:
     """The file as 8-bit gray, or None after recording why it cannot be read."""
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L"))
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        report.error(path, f"unreadable ({exc}); replace or remove it")
+        return read_gray(path)
+    except DatasetLayoutError as exc:
+        report.error(path, f"unreadable: {exc}")
         return None
 
 
