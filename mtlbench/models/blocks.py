@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -17,10 +16,12 @@ class Up(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_ch, out_ch, kernel_size=1, bias=True)
         self.relu = nn.ReLU(inplace=True)
+        # A module (torch's UpsamplingBilinear2d semantics), as in the released code, so that
+        # module-level counters such as thop see it (spec §7).
+        self.upsample = nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.conv(x))
-        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
+        return self.upsample(self.relu(self.conv(x)))
 
 
 class ConvGNReLU(nn.Sequential):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .blocks import ConvGNReLU, DoubleConv, Up
@@ -30,12 +29,12 @@ class SegmentationHead(nn.Module):
 
     def __init__(self, channels: int = 128, groups: int = 4) -> None:
         super().__init__()
+        self.upsample = nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=True)
         self.refine = ConvGNReLU(channels, channels, groups)
         self.logits = nn.Conv2d(channels, 1, kernel_size=1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
-        return self.logits(self.refine(x))
+        return self.logits(self.refine(self.upsample(x)))
 
 
 def _identity_modules(count: int) -> list[nn.Module]:
