@@ -1,19 +1,25 @@
-"""Model size and cost: unique parameters and true FLOPs/MACs of one forward pass.
+"""Model size and cost: unique parameters, FLOPs and MACs of one forward pass.
 
-FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``, which counts a
-multiply-add as 2 FLOPs and knows the common aten ops (convolutions, matmuls, attention).
-Ops it does not know (e.g. ``torchvision::deform_conv2d``) count 0 unless a formula is
-registered with ``register_flop_formula``. Normalisation, activations, pooling and
-interpolation are not counted, which is the usual convention.
+Two counters, because the field uses two conventions:
+
+- FLOPs: ``torch.utils.flop_counter.FlopCounterMode``, which counts a multiply-add as 2 FLOPs
+  and knows the common aten ops (convolutions, matmuls, attention), whether called through
+  modules or functions. Normalisation, activations, pooling and interpolation are not counted.
+  Ops it does not know count 0 unless a formula is registered with ``register_flop_formula``;
+  torchvision's ``deform_conv2d`` has one here.
+- MACs: thop's per-module rules (``mtlbench.thop_rules``), the convention of the paper's
+  Table 5, including its figure for the paper's own code (``paper_params``/``paper_macs``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torchvision  # noqa: F401 - registers torch.ops.torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -59,14 +65,11 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in unique.values())
 
 
-def count_flops(
-    model: nn.Module, image_size: int | Sequence[int], in_channels: int = 3
-) -> dict[str, int]:
-    """True FLOPs and MACs of one forward pass at batch 1 in eval mode.
+def count_flops(model: nn.Module, image_size: int | Sequence[int], in_channels: int = 3) -> int:
+    """FLOPs of one forward pass at batch 1 in eval mode, by FlopCounterMode (2 per MAC).
 
-    ``image_size`` is an int (square) or (H, W). Returns ``{"flops": F, "macs": F // 2}``.
-    The model keeps its device, its parameters, its buffers and every submodule's train/eval
-    mode.
+    ``image_size`` is an int (square) or (H, W). The model keeps its device, its parameters,
+    its buffers and every submodule's train/eval mode.
     """
     height, width = _size_pair(image_size)
     reference = next(
@@ -85,17 +88,35 @@ def count_flops(
     finally:
         for module, training in modes.items():
             module.training = training
-    flops = int(counter.get_total_flops())
-    return {"flops": flops, "macs": flops // 2}
+    return int(counter.get_total_flops())
+
+
+def _deform_conv2d_flops(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    """torchvision's deform_conv2d counted like a convolution of the same shape: 2 FLOPs per
+    multiply-add of its weights. The bilinear sampling and the mask (about 5 multiply-adds per
+    sampled value, ~1% of the total at ACSNet's widths) are not counted, as for thop."""
+    c_out, c_in_per_group, kh, kw = weight_shape
+    return 2 * math.prod(out_shape) * c_in_per_group * kh * kw
+
+
+register_flop_formula(torch.ops.torchvision.deform_conv2d, _deform_conv2d_flops)
 
 
 @dataclass(frozen=True)
 class ModelProfile:
-    """Size and cost of a model at one input size: parameters, FLOPs and MACs (batch 1)."""
+    """Size and cost of a model at one input size (batch 1).
+
+    ``params``: unique parameters. ``flops``: FlopCounterMode FLOPs. ``macs``: MACs by thop's
+    rules on the model as built (spec §7's "true" column). ``paper_params``/``paper_macs``:
+    thop's figures for the method's original code (the paper's Table 5 convention); equal to
+    params/macs by thop's rules when the card declares no double registration.
+    """
 
     params: int
     flops: int
     macs: int
+    paper_params: int = 0
+    paper_macs: int = 0
 
     @property
     def mparams(self) -> float:
@@ -113,12 +134,24 @@ class ModelProfile:
         return self.macs / 1e9
 
 
-def profile_model(
-    model: nn.Module, image_size: int | Sequence[int], in_channels: int = 3
-) -> ModelProfile:
-    """Parameters (``count_parameters``) and FLOPs/MACs (``count_flops``) of ``model``."""
-    cost = count_flops(model, image_size, in_channels)
-    return ModelProfile(params=count_parameters(model), flops=cost["flops"], macs=cost["macs"])
+    @property
+    def paper_gmacs(self) -> float:
+        return self.paper_macs / 1e9
+
+    @property
+    def paper_mparams(self) -> float:
+        return self.paper_params / 1e6
+
+
+def profile_model(model: nn.Module, image_size: int | Sequence[int], in_channels: int = 3,
+                  double_counted: Sequence[str] = ()) -> ModelProfile:
+    """Parameters, FLOPs (``count_flops``) and thop-rule MACs (``thop_count``) of ``model``."""
+    from mtlbench.thop_rules import thop_count
+
+    thop = thop_count(model, image_size, in_channels, double_counted)
+    return ModelProfile(params=count_parameters(model),
+                        flops=count_flops(model, image_size, in_channels), macs=thop.macs,
+                        paper_params=thop.paper_params, paper_macs=thop.paper_macs)
 
 
 def _size_pair(image_size: int | Sequence[int]) -> tuple[int, int]:

@@ -1,0 +1,168 @@
+"""MACs and parameters counted by thop 0.1's rules: the convention of the paper's Table 5.
+
+thop (``thop.profile``) produced the paper's complexity figures and those of much of this
+field. We re-implement its counting rules here rather than depend on it: it is unmaintained
+since 2022, it adds buffers to and changes the mode of the model it measures, and it has no
+rule for torchvision's deformable convolution. The tests check this module against thop.
+
+Rules, per call of a module (a module without a rule counts 0, as in thop):
+
+- convolution: output elements × in_channels/groups × kernel area (bias not counted);
+- BatchNorm / LayerNorm / InstanceNorm: 2 × input elements, doubled when affine
+  (GroupNorm has no rule in thop and counts 0);
+- Linear: in_features × output elements;
+- AvgPool: output elements; AdaptiveAvgPool: (pooled area + 1) × output elements;
+- Upsample: output elements × 1 (nearest), 5 (linear), 11 (bilinear), 259 (bicubic),
+  31 (trilinear);
+- Softmax: rows × (3n − 1) for n classes;
+- ``torchvision.ops.DeformConv2d`` (our rule): like a convolution of the same shape, which is
+  what thop counted for the pure-PyTorch DCN of the paper's code (its main conv is an
+  ``nn.Conv2d`` with stride = kernel over the sampled map). Sampling is not counted.
+
+Parameters: those of every module with a rule that ran, once per module (so GroupNorm's are
+not counted, as in thop).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchvision.ops import DeformConv2d
+
+from mtlbench.models.dsa import SamplingDeformConv2d
+
+_UPSAMPLE_OPS = {"nearest": 1, "linear": 5, "bilinear": 11, "bicubic": 259, "trilinear": 31}
+
+
+def _conv(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    return y.numel() * (x.shape[1] // m.groups) * math.prod(m.weight.shape[2:])
+
+
+def _norm(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    affine = getattr(m, "affine", False) or getattr(m, "elementwise_affine", False)
+    return 2 * x.numel() * (2 if affine else 1)
+
+
+def _linear(m: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> int:
+    return m.in_features * y.numel()
+
+
+def _avgpool(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    return y.numel()
+
+
+def _adaptive_avgpool(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    area = math.prod(i / o for i, o in zip(x.shape[2:], y.shape[2:], strict=True))
+    return int((area + 1) * y.numel())
+
+
+def _upsample(m: nn.Upsample, x: torch.Tensor, y: torch.Tensor) -> int:
+    return _UPSAMPLE_OPS.get(m.mode, 0) * y.numel()
+
+
+def _softmax(m: nn.Softmax, x: torch.Tensor, y: torch.Tensor) -> int:
+    n = x.shape[m.dim]
+    return (x.numel() // n) * (3 * n - 1)
+
+
+def _zero(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    return 0
+
+
+Rule = Callable[[nn.Module, torch.Tensor, torch.Tensor], int]
+
+#: Exact module type -> rule, as thop 0.1.1's table (RNN rules omitted: no method uses them;
+#: nn.Sequential omitted: thop gives it a zero rule but counts its children instead).
+RULES: dict[type, Rule] = {
+    nn.ZeroPad2d: _zero,
+    **{t: _conv for t in (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
+                          nn.ConvTranspose2d, nn.ConvTranspose3d)},
+    **{t: _norm for t in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+                          nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
+                          nn.InstanceNorm3d)},
+    **{t: _zero for t in (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.MaxPool1d, nn.MaxPool2d,
+                          nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+                          nn.AdaptiveMaxPool3d, nn.Dropout, nn.PixelShuffle)},
+    nn.Softmax: _softmax,
+    **{t: _avgpool for t in (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)},
+    **{t: _adaptive_avgpool for t in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+                                      nn.AdaptiveAvgPool3d)},
+    nn.Linear: _linear,
+    **{t: _upsample for t in (nn.Upsample, nn.UpsamplingBilinear2d, nn.UpsamplingNearest2d)},
+    DeformConv2d: _conv,
+    SamplingDeformConv2d: _conv,
+}
+
+
+@dataclass(frozen=True)
+class ThopCount:
+    """thop-rule counts of one forward pass at batch 1.
+
+    ``params``/``macs``: the model as built here. ``paper_params``/``paper_macs``: as thop
+    counted the method's original code, where the ``double_counted`` submodules were registered
+    twice (their parameters counted twice, their MACs four times; spec §7).
+    """
+
+    params: int
+    macs: int
+    paper_params: int
+    paper_macs: int
+
+
+def thop_count(model: nn.Module, image_size: int | Sequence[int], in_channels: int = 3,
+               double_counted: Sequence[str] = ()) -> ThopCount:
+    """Count ``model`` by thop's rules on one zero input; its modes and state are kept.
+
+    ``double_counted`` names submodules (``model.get_submodule`` paths) that the original code
+    registered twice; an unknown name raises ValueError.
+    """
+    from mtlbench.profile import _size_pair
+
+    height, width = _size_pair(image_size)
+    subs = {}
+    for name in double_counted:
+        try:
+            subs[name] = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"thop_count: the model has no submodule {name!r} to count "
+                             "twice") from None
+    ops: dict[nn.Module, int] = {}
+    params: dict[nn.Module, int] = {}
+    handles = []
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        ops[module] = ops.get(module, 0) + RULES[type(module)](module, inputs[0], output)
+        params[module] = sum(p.numel() for p in module.parameters())
+
+    modes = {m: m.training for m in model.modules()}
+    reference = next((t for t in [*model.parameters(), *model.buffers()]
+                      if t.is_floating_point()), None)
+    x = torch.zeros(1, in_channels, height, width,
+                    device=reference.device if reference is not None else "cpu",
+                    dtype=reference.dtype if reference is not None else torch.float32)
+    try:
+        for module in model.modules():
+            if type(module) in RULES:
+                handles.append(module.register_forward_hook(hook))
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes.items():
+            module.training = training
+
+    def within(sub: nn.Module, table: dict[nn.Module, int]) -> int:
+        return sum(table.get(m, 0) for m in sub.modules())
+
+    macs, n_params = sum(ops.values()), sum(params.values())
+    return ThopCount(
+        params=n_params, macs=macs,
+        paper_params=n_params + sum(within(s, params) for s in subs.values()),
+        paper_macs=macs + 3 * sum(within(s, ops) for s in subs.values()),
+    )
