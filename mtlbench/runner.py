@@ -13,16 +13,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtlbench.cards import MethodCard
 from mtlbench.data.prepare import canonical_dataset_spec, lookup_dataset
 from mtlbench.executors import Executor, RunEvents
 from mtlbench.executors.local import LocalExecutor
 from mtlbench.plugins import Plugins
-from mtlbench.protocol import Protocol
+from mtlbench.protocol import Protocol, ProtocolError
 from mtlbench.report import write_leaderboard
 from mtlbench.store import Store
 from mtlbench.train import fold_indices, load_arrays
 from mtlbench.trial import TrialResult, TrialSpec
-from mtlbench.weights import ensure_weights
+from mtlbench.weights import LOSSNET_VGG16, ensure_weights
 
 
 class RunLockedError(RuntimeError):
@@ -54,8 +55,10 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
     dataset = canonical_dataset_spec(card.name, options)
     for name in methods:
         plugins.methods.get(name)
-    if protocol.pretrained != "none":  # first: it is the cheapest check and needs no data
-        ensure_weights([w for m in methods for w in plugins.methods.get(m).weights])
+    check_precision(protocol, device)
+    weights = required_weights([plugins.methods.get(m) for m in methods], protocol)
+    if weights:  # first: it is the cheapest check and needs no data
+        ensure_weights(weights)
     folds = list(range(protocol.folds)) if folds is None else folds
     bad = [f for f in folds if not 0 <= f < protocol.folds]
     if bad:
@@ -72,6 +75,30 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
                    [s for s in specs if s.trial_id in finished])
     plan.resumable = [s for s in plan.specs if s.checkpoint_path.exists()]
     return plan
+
+
+def check_precision(protocol: Protocol, device: str) -> None:
+    """Raise ProtocolError when the device cannot run the protocol's precision."""
+    if protocol.precision == "bf16" and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_bf16_supported():
+            raise ProtocolError(f"protocol {protocol.name!r} runs in bfloat16, which "
+                                f"{device} does not support; add --set precision=fp32")
+
+
+def required_weights(cards: list[MethodCard], protocol: Protocol) -> list[str]:
+    """The pretrained weights the trials of ``cards`` under ``protocol`` will load."""
+    names = [w for card in cards for w in card.weights] if protocol.pretrained != "none" else []
+    if uses_lossnet(cards, protocol) and protocol.lossnet_vgg == "imagenet":
+        names.append(LOSSNET_VGG16)
+    return list(dict.fromkeys(names))
+
+
+def uses_lossnet(cards: list[MethodCard], protocol: Protocol) -> bool:
+    """True when some of ``cards`` trains with the LossNet term under ``protocol``."""
+    return (protocol.loss_mode == "paper" and protocol.lossnet_weight > 0
+            and any("lossnet" in c.extra_losses and "seg" in c.tasks for c in cards))
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 OFFLINE_ENVS = ("MTLBENCH_OFFLINE", "HF_HUB_OFFLINE")
+LOSSNET_VGG16 = "torchvision/vgg16-imagenet"
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class WeightsSource:
     filename: str
     url: str
     description: str
+    instead: str = "run with --set pretrained=none to train from scratch"
 
     @property
     def path(self) -> Path:
@@ -38,6 +40,14 @@ KNOWN_WEIGHTS = {
             "torchvision/resnet18-imagenet", "resnet18-f37072fd.pth",
             "https://download.pytorch.org/models/resnet18-f37072fd.pth",
             "torchvision ResNet-18 ImageNet weights (IMAGENET1K_V1)",
+        ),
+        WeightsSource(
+            LOSSNET_VGG16, "vgg16-397923af.pth",
+            "https://download.pytorch.org/models/vgg16-397923af.pth",
+            "torchvision VGG-16 ImageNet weights (IMAGENET1K_V1) for LossNet",
+            "run with --set lossnet_weight=0 to train without LossNet, or with --set "
+            "lossnet_vgg=random for a random VGG-16 (recorded with every result: it is not the "
+            "paper's LossNet)",
         ),
     )
 }
@@ -75,7 +85,7 @@ def ensure_weights(names: list[str], timeout_s: float = 10.0) -> None:
         problems.append(
             f"{source.description}: {source.path} is missing and {reason}. Download "
             f"{source.url} on a machine with internet and copy it to that path (the folder "
-            f"follows TORCH_HOME), or run with --set pretrained=none to train from scratch."
+            f"follows TORCH_HOME), or {source.instead}."
         )
     if problems:
         raise WeightsUnavailableError("pretrained weights unavailable:\n- " + "\n- ".join(problems))
