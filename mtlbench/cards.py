@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 TASKS = ("seg", "cls")
 FAMILIES = ("single-task", "multi-task")
+EXTRA_LOSSES = ("lossnet",)
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,11 @@ class MethodCard:
     (mean, std), in the paper's units (percent for Dice/Jaccard/ACC/PRE/REC, pixels for
     HD95/ASD; ``gmacs_paper``/``mparams_paper`` for the paper's complexity figures).
     ``weights`` names the pretrained weights the model loads when the protocol asks for them
-    (see mtlbench.weights).
+    (see mtlbench.weights). ``extra_losses`` names the losses the method adds to the
+    protocol's (``"lossnet"``: the perceptual LossNet term on the mask, weighted by the
+    protocol's ``lossnet_weight``). ``thop_double_counted`` names submodules that the method's
+    original code registered twice, so that thop, which produced the paper's complexity
+    figures, counted their parameters twice and their MACs four times (spec §7).
     """
 
     name: str
@@ -48,8 +53,13 @@ class MethodCard:
     extra_losses: tuple[str, ...] = ()
     weights: tuple[str, ...] = ()
     published: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    thop_double_counted: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        unknown = set(self.extra_losses) - set(EXTRA_LOSSES)
+        if unknown:
+            raise ValueError(f"method {self.name!r}: unknown extra losses {sorted(unknown)}; "
+                             f"known: {', '.join(EXTRA_LOSSES)}")
         tasks = frozenset(self.tasks)
         object.__setattr__(self, "tasks", tasks)
         if not tasks or not tasks <= set(TASKS):

@@ -19,6 +19,8 @@ PRETRAINED = ("none", "imagenet")
 SCHEDULES = ("cosine", "constant")
 ROTATIONS = ("uniform", "paper-text")
 PRECISIONS = ("fp32", "bf16")
+LOSS_MODES = ("paper", "code")
+LOSSNET_VGG = ("imagenet", "random")
 # Knobs that describe the run, not the result: left out of the hash.
 _NOT_HASHED = ("name", "overrides", "eval_batch_size")
 
@@ -48,6 +50,9 @@ class Protocol:
     split_seed: int = 42
     cls_weight: float = 0.3  # λ in L = λ·CE + (1−λ)·L_seg
     dice_smooth: float = 1.0
+    loss_mode: str = "paper"  # paper: L_seg = Dice + γ·LossNet; code: the released script's loss
+    lossnet_weight: float = 0.2  # γ, for methods whose card adds LossNet
+    lossnet_vgg: str = "imagenet"  # "random" is allowed only when asked for, and is recorded
     checkpoint: str = "last"  # last epoch (clean) or the paper's best-on-test-fold (leaky)
     pretrained: str = "none"
     precision: str = "fp32"
@@ -74,11 +79,12 @@ class Protocol:
                 problems.append(f"{key}={value} must be within [0, 1]")
         if not 0 <= self.rotate_deg <= 180:
             problems.append(f"rotate_deg={self.rotate_deg} must be within [0, 180]")
-        if self.norm_std <= 0 or self.dice_smooth < 0:
-            problems.append("norm_std must be > 0 and dice_smooth >= 0")
+        if self.norm_std <= 0 or self.dice_smooth < 0 or self.lossnet_weight < 0:
+            problems.append("norm_std must be > 0, dice_smooth and lossnet_weight >= 0")
         for key, allowed in (("split", SPLITS), ("checkpoint", CHECKPOINTS),
                              ("pretrained", PRETRAINED), ("schedule", SCHEDULES),
-                             ("rotate_mode", ROTATIONS), ("precision", PRECISIONS)):
+                             ("rotate_mode", ROTATIONS), ("precision", PRECISIONS),
+                             ("loss_mode", LOSS_MODES), ("lossnet_vgg", LOSSNET_VGG)):
             if getattr(self, key) not in allowed:
                 problems.append(f"{key}={getattr(self, key)!r} must be one of {', '.join(allowed)}")
         if problems:
@@ -116,8 +122,9 @@ class ProtocolError(ValueError):
 # Preset name -> (description, base knobs, per-dataset knobs)
 _PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
     "paper": (
-        "The ACSNet paper's protocol (spec §1, §4): 256², Adam 1e-4, cosine to 0.1, "
-        "flips p=0.6, rotation ±30°, ImageNet encoder; BUSI 16×100, BUS 4×90.",
+        "The ACSNet paper's protocol (spec §1, §3, §4): 256², Adam 1e-4, cosine to 0.1, "
+        "flips p=0.6, rotation ±30°, ImageNet encoder, loss λ·CE + (1−λ)·(Dice + 0.2·LossNet "
+        "with an ImageNet VGG-16); BUSI 16×100, BUS 4×90.",
         dict(image_size=256, batch_size=16, epochs=100, lr=1e-4, beta2=0.99,
              pretrained="imagenet", eval_batch_size=16),
         {"busi": dict(batch_size=16, epochs=100), "bus": dict(batch_size=4, epochs=90),
@@ -126,9 +133,12 @@ _PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
     ),
     "smoke": (
         "Small and fast, for CPUs and CI: 64², batch 8, 5 epochs, lr 1e-3, random init, "
-        "horizontal flips and ±10° rotation (no vertical flips: they move the posterior cue).",
+        "horizontal flips and ±10° rotation (no vertical flips: they move the posterior cue), "
+        "no LossNet (γ=0: it needs ImageNet VGG-16 weights and would double the CPU time), "
+        "bfloat16 autocast for the forward pass (weights and losses in float32).",
         dict(image_size=64, batch_size=8, epochs=5, lr=1e-3, beta2=0.999, schedule="cosine",
-             lr_final_factor=0.1, hflip_p=0.5, vflip_p=0.0, rotate_deg=10.0, eval_batch_size=64),
+             lr_final_factor=0.1, hflip_p=0.5, vflip_p=0.0, rotate_deg=10.0, eval_batch_size=64,
+             lossnet_weight=0.0, precision="bf16"),
         {},
     ),
 }

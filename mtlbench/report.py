@@ -41,6 +41,7 @@ class LeaderboardRow:
     pretrained: str = ""
     checkpoint: str = ""
     split: str = ""
+    loss: str = ""
     wall_s: float = 0.0
 
     @property
@@ -55,6 +56,20 @@ class LeaderboardRow:
         else:
             words.append("last-epoch checkpoint")
         return ", ".join(words)
+
+    @property
+    def random_lossnet(self) -> bool:
+        """True when this method trained with LossNet on a random VGG-16 (asked for)."""
+        return "RANDOM VGG" in self.loss
+
+    @property
+    def label(self) -> str:
+        """The method's name in tables, marked † when its LossNet had a random VGG."""
+        return f"{self.method} †" if self.random_lossnet else self.method
+
+
+RANDOM_LOSSNET_NOTE = ("† trained with LossNet on a RANDOM VGG-16 (--set lossnet_vgg=random): "
+                       "not the paper's LossNet, which uses ImageNet weights.")
 
 
 def metric_columns(mode: str = "strict") -> list[tuple[str, str, float]]:
@@ -89,6 +104,7 @@ def leaderboard(store: Store, mode: str = "strict") -> list[LeaderboardRow]:
         row.pretrained = trials[0]["env"].get("pretrained", "")
         row.checkpoint = trials[0]["protocol"].get("checkpoint", "")
         row.split = trials[0]["protocol"].get("split", "")
+        row.loss = trials[0]["env"].get("loss", "")
         row.wall_s = sum(t["timing"].get("wall_s", 0.0) for t in trials)
         rows.append(row)
     return rows
@@ -116,12 +132,15 @@ def to_markdown(rows: list[LeaderboardRow], mode: str = "strict") -> str:
         out.append("|---" * (len(columns) + 4) + "|")
         for row in group:
             cells = [_cell(row, c) for c in columns]
-            out.append(f"| {row.method} | " + " | ".join(cells) +
+            out.append(f"| {row.label} | " + " | ".join(cells) +
                        f" | {row.mparams:.2f} | {row.gflops:.2f} | {len(row.folds)} |")
+        if any(r.random_lossnet for r in group):
+            out.append(f"\n{RANDOM_LOSSNET_NOTE}")
         out.append("")
     out.append("Dice, Jaccard, ACC, PRE, REC in %; HD95, ASD in pixels at the protocol size; "
                "mean ± std (ddof=0) over the fold means. PRE is weighted, REC macro (as the "
-               "paper's code). FLOPs = 2 × MACs.")
+               "paper's code). GFLOPs: 2 per multiply-add of convolutions and matmuls "
+               "(torch FlopCounterMode), batch 1 at the protocol size.")
     return "\n".join(out) + "\n"
 
 
@@ -133,7 +152,8 @@ def to_records(rows: list[LeaderboardRow], mode: str = "strict") -> list[dict]:
                "protocol_hash": row.protocol_hash, "mode": mode, "folds": len(row.folds),
                "params_m": _finite(row.mparams), "gflops": _finite(row.gflops),
                "gmacs": _finite(row.gmacs),
-               "pretrained": row.pretrained, "checkpoint": row.checkpoint, "split": row.split}
+               "pretrained": row.pretrained, "checkpoint": row.checkpoint, "split": row.split,
+               "loss": row.loss}
         for column, _, _ in metric_columns(mode):
             mean, std = row.metrics.get(column, (None, None))
             rec[f"{column.lower()}_mean"] = _finite(mean)

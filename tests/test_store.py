@@ -91,3 +91,19 @@ def test_paper_checkpoint_selection_is_labelled_in_the_tables(tmp_path):
     assert "paper's split (not grouped" in text
     assert json.loads((tmp_path / "leaderboard.json").read_text())["strict"][0]["checkpoint"] \
         == "paper"
+
+
+def test_random_vgg_lossnet_is_marked_in_every_table(tmp_path):
+    honest, random_vgg = result("cunet"), result("acsnet")
+    honest.env = {"loss": "0.3·CE + 0.7·(Dice + 0.2·LossNet (ImageNet VGG-16))"}
+    random_vgg.env = {"loss": "0.3·CE + 0.7·(Dice + 0.2·LossNet (RANDOM VGG-16, not the "
+                              "paper's LossNet))"}
+    with Store(tmp_path / "s.sqlite") as store:
+        store.record(honest)
+        store.record(random_vgg)
+        write_leaderboard(store, tmp_path)
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "| acsnet † |" in text and "| cunet |" in text
+    assert "not the paper's LossNet" in text
+    records = json.loads((tmp_path / "leaderboard.json").read_text())["strict"]
+    assert "RANDOM VGG-16" in next(r["loss"] for r in records if r["method"] == "acsnet")
