@@ -34,6 +34,7 @@ from mtlbench.plugins import Plugins, load_plugins
 from mtlbench.protocol import ProtocolError, describe_protocols, get_protocol
 from mtlbench.registry import UnknownNameError
 from mtlbench.report import (
+    RANDOM_LOSSNET_NOTE,
     headline_columns,
     leaderboard,
     to_csv,
@@ -120,8 +121,10 @@ def _device(name: str) -> str:
 
 
 @main.command()
-@click.option("--methods", "-m", default="all", show_default=True,
-              help="Comma list of methods, wildcards (e.g. 'cu*'), group names or 'all'.")
+@click.option("--methods", "-m", default="default", show_default=True,
+              help="Comma list of methods, wildcards (e.g. 'cu*'), group names (e.g. "
+                   "'ablation') or 'all'. 'default' is a representative set that fits 10 "
+                   "minutes on a 2-core CPU.")
 @click.option("--dataset", "-d", default="synthetic", show_default=True,
               help="A dataset, with options if it has any: NAME or NAME:key=value,...")
 @click.option("--protocol", "-p", "protocol_name", default="smoke", show_default=True,
@@ -145,7 +148,7 @@ def run(methods, dataset, protocol_name, sets, folds, out, data_root, device,
     plugins = _plugins()
     run_dir = Path(out)
     try:
-        names = plugins.methods.select(methods, plugins.method_groups)
+        names = _select_methods(plugins, methods)
         protocol = get_protocol(protocol_name, parse_dataset_spec(dataset)[0], _parse_sets(sets))
         card, options = lookup_dataset(plugins.datasets, dataset)
         dataset = canonical_dataset_spec(card.name, options)
@@ -171,13 +174,31 @@ def run(methods, dataset, protocol_name, sets, folds, out, data_root, device,
         sys.exit(1)
 
 
+def _select_methods(plugins: Plugins, methods: str) -> list[str]:
+    """The methods of --methods; 'default' is the 'default' group (all methods if it is empty),
+    and the user is told what it holds and how to run everything."""
+    if methods.strip().lower() != "default":
+        return plugins.methods.select(methods, plugins.method_groups)
+    names = plugins.method_groups("default") or plugins.methods.names()
+    total = len(plugins.methods)
+    if len(names) < total:
+        console.print(
+            f"[bold]Default methods[/]: {', '.join(names)} — a representative set that fits "
+            f"10 minutes on a 2-core CPU. [bold]--methods all[/] runs all {total} methods, "
+            "[bold]--methods ablation[/] the paper's ablation table; `mtlbench list methods` "
+            "shows them.")
+    return names
+
+
 def _announce(plan, names, dataset, protocol, run_dir) -> None:
     overrides = ", ".join(f"{k}={v}" for k, v in protocol.overrides) or "none"
     console.print(
         f"[bold]mtlbench run[/]: {len(names)} method(s) ({', '.join(names)}) on [bold]{dataset}"
         f"[/], protocol [bold]{protocol.name}[/] ({protocol.hash}; overrides: {overrides}), "
         f"{protocol.image_size}², {protocol.epochs} epochs, batch {protocol.batch_size}, "
-        f"checkpoint selection '{protocol.checkpoint}', pretrained '{protocol.pretrained}'.")
+        f"checkpoint selection '{protocol.checkpoint}', pretrained '{protocol.pretrained}', "
+        f"loss mode '{protocol.loss_mode}' (LossNet weight {protocol.lossnet_weight:g}"
+        f"{', RANDOM VGG-16' if protocol.lossnet_vgg == 'random' else ''}).")
     console.print(f"Run folder {run_dir}: {len(plan.specs)} trial(s) to run, "
                   f"{len(plan.done)} already finished, {len(plan.resumable)} resuming from a "
                   "checkpoint.")
@@ -265,9 +286,11 @@ def _show_leaderboard(run_dir: Path, dataset: str | None, protocol_hash: str | N
             for column in headline_columns():
                 mean, std = row.metrics.get(column, (None, None))
                 cells.append("–" if mean is None else f"{mean:.2f} ± {std:.2f}")
-            table.add_row(row.method, *cells, f"{row.mparams:.2f}", f"{row.gflops:.2f}",
+            table.add_row(row.label, *cells, f"{row.mparams:.2f}", f"{row.gflops:.2f}",
                           str(len(row.folds)))
         console.print(table)
+        if any(r.random_lossnet for r in rows if (r.dataset, r.protocol_hash) == (ds, phash)):
+            console.print(f"[yellow]{RANDOM_LOSSNET_NOTE}[/]")
 
 
 @main.command(name="leaderboard")
@@ -455,7 +478,12 @@ def plugins(as_json) -> None:
 @click.option("--size", default=256, show_default=True, help="Input size (square).")
 @click.option("--json", "as_json", is_flag=True)
 def profile(methods, size, as_json) -> None:
-    """True parameters, FLOPs and MACs of each method at one input size."""
+    """Parameters, FLOPs and MACs of each method, beside the paper's Table 5 figures.
+
+    Ours: unique parameters, FLOPs by torch's FlopCounterMode, MACs by thop's rules on the
+    model as built. Paper convention: thop's rules on the method's original code (for the
+    ACSNet family, the encoder registered twice). Table 5: what the paper printed.
+    """
     from mtlbench.cards import ModelConfig
     from mtlbench.profile import profile_model
 
@@ -467,25 +495,34 @@ def profile(methods, size, as_json) -> None:
     records = []
     for name in names:
         card = loaded.methods.get(name)
-        prof = profile_model(card.build(ModelConfig(image_size=size)), size)
-        paper = next((d for d in card.published.values() if "gmacs_paper" in d), {})
-        records.append({"method": name, "size": size, "params_m": prof.params / 1e6,
-                        "gflops": prof.flops / 1e9, "gmacs": prof.macs / 1e9,
-                        "paper_gmacs": paper.get("gmacs_paper", (None,))[0],
-                        "paper_mparams": paper.get("mparams_paper", (None,))[0]})
+        prof = profile_model(card.build(ModelConfig(image_size=size)), size,
+                             double_counted=card.thop_double_counted)
+        table5 = next((d for d in card.published.values() if "gmacs_paper" in d), {})
+        records.append({
+            "method": name, "size": size, "params_m": prof.mparams, "gflops": prof.gflops,
+            "gmacs": prof.gmacs, "paper_convention_params_m": prof.paper_mparams,
+            "paper_convention_gmacs": prof.paper_gmacs,
+            "table5_params_m": table5.get("mparams_paper", (None,))[0] if size == 256 else None,
+            "table5_gmacs": table5.get("gmacs_paper", (None,))[0] if size == 256 else None})
     if as_json:
         click.echo(json.dumps(records, indent=1))
         return
+
+    def num(value) -> str:
+        return "–" if value is None else f"{value:.2f}"
+
     table = Table(title=f"Complexity at {size}×{size} (batch 1)",
-                  caption="FLOPs = 2 × MACs. The paper's Table 5 'FLOPs' are thop MACs with the "
-                          "encoder counted twice (spec §7).")
-    for col in ("method", "params (M)", "GFLOPs", "GMACs", "paper GMACs", "paper params (M)"):
+                  caption="GFLOPs: FlopCounterMode, 2 per multiply-add (deformable conv "
+                          "included). GMACs: thop's rules, as the paper counted. Paper "
+                          "convention: thop on the paper's code, which registers the encoder "
+                          "twice (spec §7). Table 5 values exist for 256² only.")
+    for col in ("method", "params (M)", "GFLOPs", "GMACs", "paper-conv. params (M)",
+                "paper-conv. GMACs", "Table 5 params (M)", "Table 5 GMACs"):
         table.add_column(col, justify="right" if col != "method" else "left")
     for r in records:
-        table.add_row(r["method"], f"{r['params_m']:.2f}", f"{r['gflops']:.2f}",
-                      f"{r['gmacs']:.2f}",
-                      "–" if r["paper_gmacs"] is None else f"{r['paper_gmacs']:.2f}",
-                      "–" if r["paper_mparams"] is None else f"{r['paper_mparams']:.2f}")
+        table.add_row(r["method"], num(r["params_m"]), num(r["gflops"]), num(r["gmacs"]),
+                      num(r["paper_convention_params_m"]), num(r["paper_convention_gmacs"]),
+                      num(r["table5_params_m"]), num(r["table5_gmacs"]))
     console.print(table)
 
 

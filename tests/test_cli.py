@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mtlbench.cli import main
+from mtlbench.cli import console, main
 from mtlbench.runner import run_lock
 
 FAKE_PLUGIN = textwrap.dedent('''
@@ -221,3 +221,39 @@ def test_list_protocols_and_profile(tmp_path):
     prof = CliRunner().invoke(main, ["profile", "--methods", "clsnet", "--size", "64", "--json"])
     record = json.loads(prof.output)[0]
     assert record["method"] == "clsnet" and record["params_m"] == pytest.approx(11.31, abs=0.01)
+
+
+def test_missing_lossnet_weights_stop_the_run_and_say_how_to_go_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    result = CliRunner().invoke(main, ["run", "--protocol", "paper", "--methods", "cunet",
+                                       "--set", "pretrained=none",
+                                       "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "vgg16-397923af.pth" in text and "resnet18" not in text
+    assert "--set lossnet_vgg=random" in text and "--set lossnet_weight=0" in text
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    # a classification-only method needs no LossNet, so nothing is missing
+    from mtlbench.plugins import load_plugins
+    from mtlbench.protocol import get_protocol
+    from mtlbench.runner import required_weights
+
+    loaded = load_plugins()
+    paper = get_protocol("paper", "busi", {"pretrained": "none"})
+    assert required_weights([loaded.methods.get("clsnet")], paper) == []
+    code = get_protocol("paper", "busi", {"loss_mode": "code"})
+    assert required_weights([loaded.methods.get("acsnet")], code) == [
+        "torchvision/resnet18-imagenet"]
+
+
+def test_default_methods_are_a_named_representative_set(tmp_path):
+    from mtlbench.cli import _select_methods
+    from mtlbench.plugins import load_plugins
+
+    loaded = load_plugins()
+    with console.capture() as captured:
+        names = _select_methods(loaded, "default")
+    assert names == ["unet", "cunet", "acsnet"]
+    text = " ".join(captured.get().split())
+    assert "--methods all runs all 10 methods" in text
+    assert _select_methods(loaded, "ablation") == loaded.methods.names()
