@@ -35,6 +35,7 @@ from mtlbench.protocol import ProtocolError, describe_protocols, get_protocol
 from mtlbench.registry import UnknownNameError
 from mtlbench.report import (
     RANDOM_LOSSNET_NOTE,
+    cell,
     headline_columns,
     leaderboard,
     to_csv,
@@ -282,10 +283,7 @@ def _show_leaderboard(run_dir: Path, dataset: str | None, protocol_hash: str | N
         for row in rows:
             if (row.dataset, row.protocol_hash) != (ds, phash):
                 continue
-            cells = []
-            for column in headline_columns():
-                mean, std = row.metrics.get(column, (None, None))
-                cells.append("–" if mean is None else f"{mean:.2f} ± {std:.2f}")
+            cells = [cell(row, column) for column in headline_columns()]
             table.add_row(row.label, *cells, f"{row.mparams:.2f}", f"{row.gflops:.2f}",
                           str(len(row.folds)))
         console.print(table)

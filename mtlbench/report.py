@@ -110,10 +110,13 @@ def leaderboard(store: Store, mode: str = "strict") -> list[LeaderboardRow]:
     return rows
 
 
-def _cell(row: LeaderboardRow, column: str, digits: int = 2) -> str:
+def cell(row: LeaderboardRow, column: str, digits: int = 2) -> str:
+    """"mean ± std" over the folds; the mean alone when there is one fold (no spread to show)."""
     if column not in row.metrics:
         return "–"
     mean, std = row.metrics[column]
+    if len(row.folds) == 1:
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
@@ -131,7 +134,7 @@ def to_markdown(rows: list[LeaderboardRow], mode: str = "strict") -> str:
         out.append("| Method | " + " | ".join(columns) + " | Params (M) | GFLOPs | Folds |")
         out.append("|---" * (len(columns) + 4) + "|")
         for row in group:
-            cells = [_cell(row, c) for c in columns]
+            cells = [cell(row, c) for c in columns]
             out.append(f"| {row.label} | " + " | ".join(cells) +
                        f" | {row.mparams:.2f} | {row.gflops:.2f} | {len(row.folds)} |")
         if any(r.random_lossnet for r in group):

@@ -107,3 +107,14 @@ def test_random_vgg_lossnet_is_marked_in_every_table(tmp_path):
     assert "not the paper's LossNet" in text
     records = json.loads((tmp_path / "leaderboard.json").read_text())["strict"]
     assert "RANDOM VGG-16" in next(r["loss"] for r in records if r["method"] == "acsnet")
+
+
+def test_a_single_fold_shows_no_spread(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        store.record(result("one", fold=0, dice=0.8))
+        store.record(result("two", fold=0, dice=0.8))
+        store.record(result("two", fold=1, dice=0.6))
+        write_leaderboard(store, tmp_path)
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "| one | 80.00 |" in text  # one fold: the mean alone, not "± 0.00"
+    assert "| two | 70.00 ± 10.00 |" in text
