@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sys
 import time
@@ -474,53 +476,90 @@ def plugins(as_json) -> None:
 @main.command()
 @click.option("--methods", "-m", default="all", show_default=True)
 @click.option("--size", default=256, show_default=True, help="Input size (square).")
-@click.option("--json", "as_json", is_flag=True)
-def profile(methods, size, as_json) -> None:
-    """Parameters, FLOPs and MACs of each method, beside the paper's Table 5 figures.
+@click.option("--device", default="auto", show_default=True,
+              help="Where latency and throughput are measured: auto, cpu, cuda or cuda:N.")
+@click.option("--speed/--no-speed", default=True, show_default=True,
+              help="Measure forward latency (batch 1) and training throughput.")
+@click.option("--batch-size", default=8, show_default=True,
+              help="Batch size of the training-throughput measurement.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+def profile(methods, size, device, speed, batch_size, fmt, as_json) -> None:
+    """Parameters, FLOPs, MACs and speed of each method, beside the paper's Table 5 figures.
 
-    Ours: unique parameters, FLOPs by torch's FlopCounterMode, MACs by thop's rules on the
-    model as built. Paper convention: thop's rules on the method's original code (for the
-    ACSNet family, the encoder registered twice). Table 5: what the paper printed.
+    Ours: unique parameters, FLOPs by torch's FlopCounterMode (2 per multiply-add), MACs by
+    thop's rules on the model as built. Paper convention: thop's rules on the method's original
+    code (for the ResNet-18 models, the encoder registered twice). Table 5: what the paper
+    printed. Speed: forward latency at batch 1 and training images/s on --device.
     """
     from mtlbench.cards import ModelConfig
-    from mtlbench.profile import profile_model
+    from mtlbench.profile import measure_speed, profile_model
 
     loaded = _plugins()
     try:
         names = loaded.methods.select(methods, loaded.method_groups)
-    except UnknownNameError as exc:
+        device = _device(device)
+    except (UnknownNameError, ProtocolError) as exc:
         _fail(str(exc))
     records = []
     for name in names:
         card = loaded.methods.get(name)
-        prof = profile_model(card.build(ModelConfig(image_size=size)), size,
-                             double_counted=card.thop_double_counted)
+        config = ModelConfig(image_size=size)
+        try:
+            prof = profile_model(card.build(config), size, double_counted=card.thop_double_counted)
+            fast = (measure_speed(card.build(config), size, device, batch_size) if speed
+                    else None)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
+            err_console.print(f"[red]{name} (plugin {loaded.methods.owner(name)}) could not be "
+                              f"profiled:[/] {escape(str(exc))}")
+            continue
         table5 = next((d for d in card.published.values() if "gmacs_paper" in d), {})
         records.append({
             "method": name, "size": size, "params_m": prof.mparams, "gflops": prof.gflops,
             "gmacs": prof.gmacs, "paper_convention_params_m": prof.paper_mparams,
             "paper_convention_gmacs": prof.paper_gmacs,
             "table5_params_m": table5.get("mparams_paper", (None,))[0] if size == 256 else None,
-            "table5_gmacs": table5.get("gmacs_paper", (None,))[0] if size == 256 else None})
-    if as_json:
+            "table5_gmacs": table5.get("gmacs_paper", (None,))[0] if size == 256 else None,
+            "device": fast.device if fast else None,
+            "latency_ms": fast.latency_ms if fast else None,
+            "train_images_per_s": fast.train_images_per_s if fast else None,
+            "train_batch_size": fast.batch_size if fast else None})
+    fmt = "json" if as_json else fmt
+    if fmt == "json":
         click.echo(json.dumps(records, indent=1))
+        return
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(records[0]) if records else ["method"])
+        writer.writeheader()
+        writer.writerows(records)
+        click.echo(buf.getvalue(), nl=False)
         return
 
     def num(value) -> str:
         return "–" if value is None else f"{value:.2f}"
 
-    table = Table(title=f"Complexity at {size}×{size} (batch 1)",
+    table = Table(title=f"Complexity at {size}×{size} (batch 1)"
+                        + (f" and speed on {device}" if speed else ""),
                   caption="GFLOPs: FlopCounterMode, 2 per multiply-add (deformable conv "
                           "included). GMACs: thop's rules, as the paper counted. Paper "
                           "convention: thop on the paper's code, which registers the encoder "
-                          "twice (spec §7). Table 5 values exist for 256² only.")
-    for col in ("method", "params (M)", "GFLOPs", "GMACs", "paper-conv. params (M)",
-                "paper-conv. GMACs", "Table 5 params (M)", "Table 5 GMACs"):
+                          "twice (spec §7). Table 5 values exist for 256² only. Latency: one "
+                          f"forward pass at batch 1; train: images/s at batch {batch_size}.")
+    columns = ["method", "params (M)", "GFLOPs", "GMACs", "paper-conv. params (M)",
+               "paper-conv. GMACs", "Table 5 params (M)", "Table 5 GMACs"]
+    if speed:
+        columns += ["latency (ms)", "train img/s"]
+    for col in columns:
         table.add_column(col, justify="right" if col != "method" else "left")
     for r in records:
-        table.add_row(r["method"], num(r["params_m"]), num(r["gflops"]), num(r["gmacs"]),
-                      num(r["paper_convention_params_m"]), num(r["paper_convention_gmacs"]),
-                      num(r["table5_params_m"]), num(r["table5_gmacs"]))
+        cells = [r["method"], num(r["params_m"]), num(r["gflops"]), num(r["gmacs"]),
+                 num(r["paper_convention_params_m"]), num(r["paper_convention_gmacs"]),
+                 num(r["table5_params_m"]), num(r["table5_gmacs"])]
+        if speed:
+            cells += [f"{r['latency_ms']:.1f}", f"{r['train_images_per_s']:.1f}"]
+        table.add_row(*cells)
     console.print(table)
 
 

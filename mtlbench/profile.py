@@ -162,3 +162,64 @@ def _size_pair(image_size: int | Sequence[int]) -> tuple[int, int]:
     if len(pair) != 2 or min(pair) <= 0:
         raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}")
     return pair  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ModelSpeed:
+    """Measured speed of a model on one device (medians over repeats, after a warm-up)."""
+
+    device: str
+    latency_ms: float  # one forward pass at batch 1, eval mode, no autograd
+    train_images_per_s: float  # forward + backward + Adam step at ``batch_size``
+    batch_size: int
+
+
+def measure_speed(model: nn.Module, image_size: int, device: str = "cpu", batch_size: int = 8,
+                  repeats: int = 5, in_channels: int = 3) -> ModelSpeed:
+    """Forward latency at batch 1 and training throughput of ``model`` on ``device``.
+
+    The model is moved to ``device`` and trained on random data for a few steps (its weights
+    change: measure a fresh copy). The training step's loss is the sum of the squared means of
+    every output tensor, which reaches every head.
+    """
+    import statistics
+    import time
+
+    dev = torch.device(device)
+    model = model.to(dev)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    def timed(fn) -> float:
+        fn()  # warm-up
+        times = []
+        for _ in range(repeats):
+            sync()
+            started = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+    one = torch.randn(1, in_channels, image_size, image_size, device=dev)
+    model.eval()
+    with torch.no_grad():
+        latency = timed(lambda: model(one))
+
+    batch = torch.randn(batch_size, in_channels, image_size, image_size, device=dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-6)
+
+    def step() -> None:
+        outputs = model(batch)
+        values = outputs.values() if isinstance(outputs, dict) else [outputs]
+        loss = sum(v.float().mean().square() for v in values)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    model.train()
+    step_s = timed(step)
+    return ModelSpeed(device=str(dev), latency_ms=latency * 1e3,
+                      train_images_per_s=batch_size / step_s, batch_size=batch_size)

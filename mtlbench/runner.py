@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtlbench.cards import MethodCard
 from mtlbench.data.prepare import canonical_dataset_spec, lookup_dataset
 from mtlbench.executors import Executor, RunEvents
 from mtlbench.executors.local import LocalExecutor
@@ -23,7 +22,7 @@ from mtlbench.report import write_leaderboard
 from mtlbench.store import Store
 from mtlbench.train import fold_indices, load_arrays
 from mtlbench.trial import TrialResult, TrialSpec
-from mtlbench.weights import LOSSNET_VGG16, ensure_weights
+from mtlbench.weights import ensure_weights, required_weights
 
 
 class RunLockedError(RuntimeError):
@@ -85,20 +84,6 @@ def check_precision(protocol: Protocol, device: str) -> None:
         if not torch.cuda.is_bf16_supported():
             raise ProtocolError(f"protocol {protocol.name!r} runs in bfloat16, which "
                                 f"{device} does not support; add --set precision=fp32")
-
-
-def required_weights(cards: list[MethodCard], protocol: Protocol) -> list[str]:
-    """The pretrained weights the trials of ``cards`` under ``protocol`` will load."""
-    names = [w for card in cards for w in card.weights] if protocol.pretrained != "none" else []
-    if uses_lossnet(cards, protocol) and protocol.lossnet_vgg == "imagenet":
-        names.append(LOSSNET_VGG16)
-    return list(dict.fromkeys(names))
-
-
-def uses_lossnet(cards: list[MethodCard], protocol: Protocol) -> bool:
-    """True when some of ``cards`` trains with the LossNet term under ``protocol``."""
-    return (protocol.loss_mode == "paper" and protocol.lossnet_weight > 0
-            and any("lossnet" in c.extra_losses and "seg" in c.tasks for c in cards))
 
 
 @contextmanager

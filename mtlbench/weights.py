@@ -11,6 +11,11 @@ import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mtlbench.cards import MethodCard
+    from mtlbench.protocol import Protocol
 
 OFFLINE_ENVS = ("MTLBENCH_OFFLINE", "HF_HUB_OFFLINE")
 LOSSNET_VGG16 = "torchvision/vgg16-imagenet"
@@ -104,3 +109,17 @@ def _try_download(source: WeightsSource, timeout_s: float) -> str | None:
     except (TimeoutError, OSError) as exc:
         tmp.unlink(missing_ok=True)
         return f"could not be downloaded ({exc})"
+
+
+def required_weights(cards: list[MethodCard], protocol: Protocol) -> list[str]:
+    """The pretrained weights the trials of ``cards`` under ``protocol`` will load."""
+    names = [w for card in cards for w in card.weights] if protocol.pretrained != "none" else []
+    if uses_lossnet(cards, protocol) and protocol.lossnet_vgg == "imagenet":
+        names.append(LOSSNET_VGG16)
+    return list(dict.fromkeys(names))
+
+
+def uses_lossnet(cards: list[MethodCard], protocol: Protocol) -> bool:
+    """True when some of ``cards`` trains with the LossNet term under ``protocol``."""
+    return (protocol.loss_mode == "paper" and protocol.lossnet_weight > 0
+            and any("lossnet" in c.extra_losses and "seg" in c.tasks for c in cards))

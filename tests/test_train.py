@@ -116,8 +116,9 @@ def test_cosine_schedule_matches_spec():
 
 
 @pytest.mark.parametrize("method", ["unet", "clsnet", "cunet", "cugnet", "caunet", "cuanet",
-                                    "cuganet", "cmsunet", "camsunet", "acsnet"])
-def test_ablation_methods_train_end_to_end(tmp_path, plugins, method):
+                                    "cuganet", "cmsunet", "camsunet", "acsnet", "fcn", "fcn8s",
+                                    "deeplabv3plus", "fpn", "unetplusplus"])
+def test_builtin_methods_train_end_to_end(tmp_path, plugins, method):
     result = run_trial(spec_for(tmp_path, method, epochs=1, size=32), plugins)
     assert result.status == "finished"
     card = plugins.methods.get(method)
@@ -125,6 +126,7 @@ def test_ablation_methods_train_end_to_end(tmp_path, plugins, method):
     assert ("cls.acc" in result.fold_metrics) == ("cls" in card.tasks)
     # the paper's convention counts the encoder twice (spec §7)
     assert result.profile["paper_params"] > result.profile["params"]
+    assert result.env["weights"] == []  # smoke: random init, no LossNet
 
 
 def test_paper_loss_with_a_random_lossnet_is_recorded(tmp_path, plugins):
