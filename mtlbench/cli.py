@@ -503,13 +503,15 @@ def profile(methods, size, device, speed, batch_size, fmt, as_json) -> None:
     except (UnknownNameError, ProtocolError) as exc:
         _fail(str(exc))
     records = []
-    for name in names:
+    for number, name in enumerate(names, start=1):
         card = loaded.methods.get(name)
         config = ModelConfig(image_size=size)
         try:
-            prof = profile_model(card.build(config), size, double_counted=card.thop_double_counted)
-            fast = (measure_speed(card.build(config), size, device, batch_size) if speed
-                    else None)
+            with err_console.status(f"Profiling {name} ({number}/{len(names)})…"):
+                prof = profile_model(card.build(config), size,
+                                     double_counted=card.thop_double_counted)
+                fast = (measure_speed(card.build(config), size, device, batch_size) if speed
+                        else None)
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
             err_console.print(f"[red]{name} (plugin {loaded.methods.owner(name)}) could not be "
                               f"profiled:[/] {escape(str(exc))}")
