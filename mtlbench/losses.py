@@ -17,23 +17,24 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    """1 − (2Σpg + s)/(Σp + Σg + s) per sample on sigmoid probabilities, averaged (Eq. 9)."""
+def _dice_sums(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample: Σpg and Σp + Σg, on sigmoid probabilities."""
     probs = torch.sigmoid(logits.float()).flatten(1)
     target = target.float().flatten(1)
-    inter = (probs * target).sum(1)
-    dice = (2 * inter + smooth) / (probs.sum(1) + target.sum(1) + smooth)
-    return (1 - dice).mean()
+    return (probs * target).sum(1), probs.sum(1) + target.sum(1)
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 − (2Σpg + s)/(Σp + Σg + s) per sample on sigmoid probabilities, averaged (Eq. 9)."""
+    inter, total = _dice_sums(logits, target)
+    return (1 - (2 * inter + smooth) / (total + smooth)).mean()
 
 
 def code_dice_loss(logits: torch.Tensor, target: torch.Tensor,
                    smooth: float = CODE_DICE_SMOOTH) -> torch.Tensor:
     """The released code's form, 1 − 2(Σpg + s)/(Σp + Σg + s), per sample, averaged."""
-    probs = torch.sigmoid(logits.float()).flatten(1)
-    target = target.float().flatten(1)
-    inter = (probs * target).sum(1)
-    dice = 2 * (inter + smooth) / (probs.sum(1) + target.sum(1) + smooth)
-    return (1 - dice).mean()
+    inter, total = _dice_sums(logits, target)
+    return (1 - 2 * (inter + smooth) / (total + smooth)).mean()
 
 
 def vgg16_features(weights: str) -> nn.Sequential:

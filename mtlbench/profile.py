@@ -23,6 +23,9 @@ import torchvision  # noqa: F401 - registers torch.ops.torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from mtlbench.probe import evaluating, probe_input
+from mtlbench.thop_rules import thop_count
+
 #: Extra FLOP formulas, keyed by operator packet (e.g. ``torch.ops.torchvision.deform_conv2d``).
 _EXTRA_FLOP_FORMULAS: dict[Any, Callable[..., int]] = {}
 
@@ -71,23 +74,10 @@ def count_flops(model: nn.Module, image_size: int | Sequence[int], in_channels: 
     ``image_size`` is an int (square) or (H, W). The model keeps its device, its parameters,
     its buffers and every submodule's train/eval mode.
     """
-    height, width = _size_pair(image_size)
-    reference = next(
-        (t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()), None
-    )
-    device = reference.device if reference is not None else torch.device("cpu")
-    dtype = reference.dtype if reference is not None else torch.float32
-    x = torch.zeros(1, in_channels, height, width, device=device, dtype=dtype)
-
-    modes = {module: module.training for module in model.modules()}
+    x = probe_input(model, image_size, in_channels)
     counter = FlopCounterMode(display=False, custom_mapping=dict(_EXTRA_FLOP_FORMULAS))
-    try:
-        model.eval()
-        with torch.no_grad(), counter:
-            model(x)
-    finally:
-        for module, training in modes.items():
-            module.training = training
+    with evaluating(model), counter:
+        model(x)
     return int(counter.get_total_flops())
 
 
@@ -133,7 +123,6 @@ class ModelProfile:
         """MACs in billions (what the paper's tables call "FLOPs (G)")."""
         return self.macs / 1e9
 
-
     @property
     def paper_gmacs(self) -> float:
         return self.paper_macs / 1e9
@@ -146,22 +135,10 @@ class ModelProfile:
 def profile_model(model: nn.Module, image_size: int | Sequence[int], in_channels: int = 3,
                   double_counted: Sequence[str] = ()) -> ModelProfile:
     """Parameters, FLOPs (``count_flops``) and thop-rule MACs (``thop_count``) of ``model``."""
-    from mtlbench.thop_rules import thop_count
-
     thop = thop_count(model, image_size, in_channels, double_counted)
     return ModelProfile(params=count_parameters(model),
                         flops=count_flops(model, image_size, in_channels), macs=thop.macs,
                         paper_params=thop.paper_params, paper_macs=thop.paper_macs)
-
-
-def _size_pair(image_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        pair = (image_size, image_size)
-    else:
-        pair = tuple(int(s) for s in image_size)
-    if len(pair) != 2 or min(pair) <= 0:
-        raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}")
-    return pair  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ class LeaderboardRow:
     checkpoint: str = ""
     split: str = ""
     loss: str = ""
+    lossnet_vgg: str | None = None  # the VGG weights of LossNet, None without LossNet
     wall_s: float = 0.0
 
     @property
@@ -60,7 +61,7 @@ class LeaderboardRow:
     @property
     def random_lossnet(self) -> bool:
         """True when this method trained with LossNet on a random VGG-16 (asked for)."""
-        return "RANDOM VGG" in self.loss
+        return self.lossnet_vgg == "random"
 
     @property
     def label(self) -> str:
@@ -105,6 +106,7 @@ def leaderboard(store: Store, mode: str = "strict") -> list[LeaderboardRow]:
         row.checkpoint = trials[0]["protocol"].get("checkpoint", "")
         row.split = trials[0]["protocol"].get("split", "")
         row.loss = trials[0]["env"].get("loss", "")
+        row.lossnet_vgg = trials[0]["env"].get("lossnet_vgg")
         row.wall_s = sum(t["timing"].get("wall_s", 0.0) for t in trials)
         rows.append(row)
     return rows

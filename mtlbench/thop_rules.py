@@ -34,6 +34,7 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 
 from mtlbench.models.dsa import SamplingDeformConv2d
+from mtlbench.probe import evaluating, probe_input
 
 _UPSAMPLE_OPS = {"nearest": 1, "linear": 5, "bilinear": 11, "bicubic": 259, "trilinear": 31}
 
@@ -120,9 +121,6 @@ def thop_count(model: nn.Module, image_size: int | Sequence[int], in_channels: i
     ``double_counted`` names submodules (``model.get_submodule`` paths) that the original code
     registered twice; an unknown name raises ValueError.
     """
-    from mtlbench.profile import _size_pair
-
-    height, width = _size_pair(image_size)
     subs = {}
     for name in double_counted:
         try:
@@ -132,30 +130,20 @@ def thop_count(model: nn.Module, image_size: int | Sequence[int], in_channels: i
                              "twice") from None
     ops: dict[nn.Module, int] = {}
     params: dict[nn.Module, int] = {}
-    handles = []
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         ops[module] = ops.get(module, 0) + RULES[type(module)](module, inputs[0], output)
         params[module] = sum(p.numel() for p in module.parameters())
 
-    modes = {m: m.training for m in model.modules()}
-    reference = next((t for t in [*model.parameters(), *model.buffers()]
-                      if t.is_floating_point()), None)
-    x = torch.zeros(1, in_channels, height, width,
-                    device=reference.device if reference is not None else "cpu",
-                    dtype=reference.dtype if reference is not None else torch.float32)
+    x = probe_input(model, image_size, in_channels)
+    handles = [module.register_forward_hook(hook) for module in model.modules()
+               if type(module) in RULES]
     try:
-        for module in model.modules():
-            if type(module) in RULES:
-                handles.append(module.register_forward_hook(hook))
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model):
             model(x)
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes.items():
-            module.training = training
 
     def within(sub: nn.Module, table: dict[nn.Module, int]) -> int:
         return sum(table.get(m, 0) for m in sub.modules())

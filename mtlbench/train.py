@@ -163,7 +163,8 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
                 "train_images_per_s": epochs_run * len(train_idx) / max(train_s, 1e-9),
                 "eval_images_per_s": len(test_idx) / max(eval_s, 1e-9)},
         env={**environment(spec, plugins, owner), "loss": loss.describe(),
-             "weights": weights_used(method, p)},
+             "lossnet_vgg": loss.lossnet.weights if loss.lossnet is not None else None,
+             "weights": required_weights([method], p)},
         selected_epoch=selected, resumed_from_epoch=resumed_from,
     )
 
@@ -181,11 +182,6 @@ def autocast(p: Protocol, device: torch.device) -> torch.autocast:
     """The model's forward precision: ``bf16`` runs it under bfloat16 autocast (weights,
     optimizer and losses stay float32); ``fp32`` is plain float32."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=p.precision == "bf16")
-
-
-def weights_used(method: MethodCard, p: Protocol) -> list[str]:
-    """The pretrained weights this trial loaded (encoder weights, LossNet's VGG)."""
-    return required_weights([method], p)
 
 
 def lr_factor(epoch: int, p: Protocol) -> float:

@@ -95,9 +95,10 @@ def test_paper_checkpoint_selection_is_labelled_in_the_tables(tmp_path):
 
 def test_random_vgg_lossnet_is_marked_in_every_table(tmp_path):
     honest, random_vgg = result("cunet"), result("acsnet")
-    honest.env = {"loss": "0.3·CE + 0.7·(Dice + 0.2·LossNet (ImageNet VGG-16))"}
+    honest.env = {"loss": "0.3·CE + 0.7·(Dice + 0.2·LossNet (ImageNet VGG-16))",
+                  "lossnet_vgg": "imagenet"}
     random_vgg.env = {"loss": "0.3·CE + 0.7·(Dice + 0.2·LossNet (RANDOM VGG-16, not the "
-                              "paper's LossNet))"}
+                              "paper's LossNet))", "lossnet_vgg": "random"}
     with Store(tmp_path / "s.sqlite") as store:
         store.record(honest)
         store.record(random_vgg)

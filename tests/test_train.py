@@ -135,6 +135,7 @@ def test_paper_loss_with_a_random_lossnet_is_recorded(tmp_path, plugins):
     assert result.curve[0]["loss_lossnet"] > 0
     assert "RANDOM VGG-16, not the paper's LossNet" in result.env["loss"]
     assert result.protocol["lossnet_vgg"] == "random"
+    assert result.env["lossnet_vgg"] == "random"
 
 
 def test_code_loss_mode_learns_the_task_weights_and_resumes_them(tmp_path, plugins):
