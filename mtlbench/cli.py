@@ -134,6 +134,10 @@ def _device(name: str) -> str:
               help="A preset; see `mtlbench list protocols`.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override one protocol setting (recorded with every result), repeatable.")
+@click.option("--pretrained", type=click.Choice(["imagenet", "none"]), default=None,
+              help="Encoder weights: 'imagenet' (ImageNet-21k for TransUNet) loads them from "
+                   "the libraries' caches, 'none' trains from scratch. Default: the "
+                   "protocol's (paper: imagenet, smoke: none). Same as --set pretrained=….")
 @click.option("--folds", default=None, help="Only these folds, e.g. 0,1 (default: all).")
 @click.option("--out", "-o", default=DEFAULT_OUT, show_default=True, type=click.Path(),
               help="Run folder: store, checkpoints, splits and leaderboard files.")
@@ -141,7 +145,7 @@ def _device(name: str) -> str:
               help="The dataset's folder (default: $MTLBENCH_DATA/<dataset>).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep each trial's last checkpoint.")
-def run(methods, dataset, protocol_name, sets, folds, out, data_root, device,
+def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root, device,
         keep_checkpoints) -> None:
     """Train and evaluate METHODS on DATASET under one protocol, five folds each.
 
@@ -152,7 +156,10 @@ def run(methods, dataset, protocol_name, sets, folds, out, data_root, device,
     run_dir = Path(out)
     try:
         names = _select_methods(plugins, methods)
-        protocol = get_protocol(protocol_name, parse_dataset_spec(dataset)[0], _parse_sets(sets))
+        overrides = _parse_sets(sets)
+        if pretrained is not None:
+            overrides["pretrained"] = pretrained
+        protocol = get_protocol(protocol_name, parse_dataset_spec(dataset)[0], overrides)
         card, options = lookup_dataset(plugins.datasets, dataset)
         dataset = canonical_dataset_spec(card.name, options)
         with run_lock(run_dir):
@@ -544,10 +551,13 @@ def profile(methods, size, device, speed, batch_size, fmt, as_json) -> None:
 
     table = Table(title=f"Complexity at {size}×{size} (batch 1)"
                         + (f" and speed on {device}" if speed else ""),
-                  caption="GFLOPs: FlopCounterMode, 2 per multiply-add (deformable conv "
-                          "included). GMACs: thop's rules, as the paper counted. Paper "
-                          "convention: thop on the paper's code, which registers the encoder "
-                          "twice (spec §7). Table 5 values exist for 256² only. Latency: one "
+                  caption="GFLOPs: FlopCounterMode, 2 per multiply-add of convolutions "
+                          "(deformable included), matrix products and attention. GMACs: "
+                          "thop's rules on every layer (BatchNorm and upsampling included, "
+                          "attention's products not). Paper convention: thop itself on the "
+                          "paper's code, which registers ResNet-18 encoders twice and skips "
+                          "layer subclasses such as TransUNet's standardised convs (spec §7). "
+                          "Table 5 values exist for 256² only. Latency: one "
                           f"forward pass at batch 1; train: images/s at batch {batch_size}.")
     columns = ["method", "params (M)", "GFLOPs", "GMACs", "paper-conv. params (M)",
                "paper-conv. GMACs", "Table 5 params (M)", "Table 5 GMACs"]

@@ -96,10 +96,12 @@ register_flop_formula(torch.ops.torchvision.deform_conv2d, _deform_conv2d_flops)
 class ModelProfile:
     """Size and cost of a model at one input size (batch 1).
 
-    ``params``: unique parameters. ``flops``: FlopCounterMode FLOPs. ``macs``: MACs by thop's
-    rules on the model as built (spec §7's "true" column). ``paper_params``/``paper_macs``:
-    thop's figures for the method's original code (the paper's Table 5 convention); equal to
-    params/macs by thop's rules when the card declares no double registration.
+    ``params``: unique parameters. ``flops``: FlopCounterMode FLOPs (2 per multiply-add of
+    convolutions, matrix products and attention). ``macs``: MACs by thop's rules on the model
+    as built, every layer counted (spec §7's "true" column; attention's matrix products have
+    no thop rule). ``paper_params``/``paper_macs``: thop's own figures for the method's
+    original code (the paper's Table 5 convention: exact layer types only, double
+    registrations as the card declares).
     """
 
     params: int

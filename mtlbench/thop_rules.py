@@ -21,6 +21,10 @@ Rules, per call of a module (a module without a rule counts 0, as in thop):
 
 Parameters: those of every module with a rule that ran, once per module (so GroupNorm's are
 not counted, as in thop).
+
+thop looks rules up by exact type, so it counts nothing for subclasses such as timm's
+weight-standardised ``StdConv2d`` (most of TransUNet's ResNet-50). ``ThopCount.macs`` also
+counts subclasses by their base class's rule; the paper-convention figures do not.
 """
 
 from __future__ import annotations
@@ -103,9 +107,12 @@ RULES: dict[type, Rule] = {
 class ThopCount:
     """thop-rule counts of one forward pass at batch 1.
 
-    ``params``/``macs``: the model as built here. ``paper_params``/``paper_macs``: as thop
-    counted the method's original code, where the ``double_counted`` submodules were registered
-    twice (their parameters counted twice, their MACs four times; spec §7).
+    ``macs``: the model as built here, every layer with a rule counted, subclasses included
+    (functional ops such as attention's matrix products have no rule and count 0).
+    ``params``: as thop counts them (exact types). ``paper_params``/``paper_macs``: as thop
+    counted the method's original code (exact types only), where the ``double_counted``
+    submodules were registered twice (their parameters counted twice, their MACs four times;
+    spec §7).
     """
 
     params: int
@@ -132,12 +139,12 @@ def thop_count(model: nn.Module, image_size: int | Sequence[int], in_channels: i
     params: dict[nn.Module, int] = {}
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        ops[module] = ops.get(module, 0) + RULES[type(module)](module, inputs[0], output)
+        ops[module] = ops.get(module, 0) + rule_for(type(module))(module, inputs[0], output)
         params[module] = sum(p.numel() for p in module.parameters())
 
     x = probe_input(model, image_size, in_channels)
     handles = [module.register_forward_hook(hook) for module in model.modules()
-               if type(module) in RULES]
+               if rule_for(type(module)) is not None]
     try:
         with evaluating(model):
             model(x)
@@ -148,9 +155,16 @@ def thop_count(model: nn.Module, image_size: int | Sequence[int], in_channels: i
     def within(sub: nn.Module, table: dict[nn.Module, int]) -> int:
         return sum(table.get(m, 0) for m in sub.modules())
 
-    macs, n_params = sum(ops.values()), sum(params.values())
+    exact_ops = {m: n for m, n in ops.items() if type(m) in RULES}
+    exact_params = {m: n for m, n in params.items() if type(m) in RULES}
+    thop_macs, thop_params = sum(exact_ops.values()), sum(exact_params.values())
     return ThopCount(
-        params=n_params, macs=macs,
-        paper_params=n_params + sum(within(s, params) for s in subs.values()),
-        paper_macs=macs + 3 * sum(within(s, ops) for s in subs.values()),
+        params=thop_params, macs=sum(ops.values()),
+        paper_params=thop_params + sum(within(s, exact_params) for s in subs.values()),
+        paper_macs=thop_macs + 3 * sum(within(s, exact_ops) for s in subs.values()),
     )
+
+
+def rule_for(module_type: type) -> Rule | None:
+    """The rule of ``module_type`` or of its nearest base class that has one."""
+    return next((RULES[t] for t in module_type.__mro__ if t in RULES), None)

@@ -19,23 +19,49 @@ if TYPE_CHECKING:
 
 OFFLINE_ENVS = ("MTLBENCH_OFFLINE", "HF_HUB_OFFLINE")
 LOSSNET_VGG16 = "torchvision/vgg16-imagenet"
+R50_VIT_IN21K = "timm/vit_base_r50_s16_224.orig_in21k"
+
+
+NO_PRETRAINING = "run with --pretrained none to train from scratch"
 
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """One weights file: its name in torch's hub cache and where it comes from."""
+    """One weights file: where it is cached and where it comes from.
+
+    Files with an ``hf_repo`` live in the Hugging Face hub cache (timm's weights); the others
+    in torch's hub cache (``$TORCH_HOME/hub/checkpoints``, torchvision's weights).
+    """
 
     name: str
     filename: str
     url: str
     description: str
-    instead: str = "run with --set pretrained=none to train from scratch"
+    instead: str = NO_PRETRAINING
+    hf_repo: str = ""
 
     @property
     def path(self) -> Path:
+        """Where the file is (Hugging Face: the snapshot path if cached, else the cache root)."""
+        if self.hf_repo:
+            from huggingface_hub import constants, try_to_load_from_cache
+
+            found = try_to_load_from_cache(self.hf_repo, self.filename)
+            return Path(found) if isinstance(found, str) else Path(constants.HF_HUB_CACHE)
         import torch
 
         return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
+
+    def cached(self) -> bool:
+        return self.path.is_file()
+
+    def how_to_copy(self) -> str:
+        if self.hf_repo:
+            return (f"run `hf download {self.hf_repo} {self.filename}` on a machine with "
+                    f"internet and copy the folder models--{self.hf_repo.replace('/', '--')} "
+                    f"from its Hugging Face cache into {self.path} (the folder follows HF_HOME)")
+        return (f"download {self.url} on a machine with internet and copy it to {self.path} "
+                "(the folder follows TORCH_HOME)")
 
 
 KNOWN_WEIGHTS = {
@@ -53,6 +79,14 @@ KNOWN_WEIGHTS = {
             "run with --set lossnet_weight=0 to train without LossNet, or with --set "
             "lossnet_vgg=random for a random VGG-16 (recorded with every result: it is not the "
             "paper's LossNet)",
+        ),
+        WeightsSource(
+            R50_VIT_IN21K, "model.safetensors",
+            "https://huggingface.co/timm/vit_base_r50_s16_224.orig_in21k/resolve/main/"
+            "model.safetensors",
+            "R50+ViT-B/16 ImageNet-21k weights for TransUNet (timm's port of Google's "
+            "R50+ViT-B_16.npz)",
+            hf_repo=R50_VIT_IN21K,
         ),
     )
 }
@@ -79,7 +113,7 @@ def ensure_weights(names: list[str], timeout_s: float = 10.0) -> None:
         if source is None:
             problems.append(f"unknown weights {name!r} (known: {', '.join(KNOWN_WEIGHTS)})")
             continue
-        if source.path.exists():
+        if source.cached():
             continue
         if offline():
             reason = "downloads are disabled (MTLBENCH_OFFLINE/HF_HUB_OFFLINE)"
@@ -87,16 +121,18 @@ def ensure_weights(names: list[str], timeout_s: float = 10.0) -> None:
             reason = _try_download(source, timeout_s)
             if reason is None:
                 continue
-        problems.append(
-            f"{source.description}: {source.path} is missing and {reason}. Download "
-            f"{source.url} on a machine with internet and copy it to that path (the folder "
-            f"follows TORCH_HOME), or {source.instead}."
-        )
+        where = f"{source.hf_repo}/{source.filename} is not in {source.path}" if source.hf_repo \
+            else f"{source.path} is missing"
+        problems.append(f"{source.description}: {where} and {reason}. To provide it offline, "
+                        f"{source.how_to_copy()}; or {source.instead}.")
     if problems:
         raise WeightsUnavailableError("pretrained weights unavailable:\n- " + "\n- ".join(problems))
 
 
 def _try_download(source: WeightsSource, timeout_s: float) -> str | None:
+    """Download ``source`` into its cache; None on success, else why not."""
+    if source.hf_repo:
+        return _try_hf_download(source, timeout_s)
     source.path.parent.mkdir(parents=True, exist_ok=True)
     tmp = source.path.with_suffix(".partial")
     try:
@@ -123,3 +159,20 @@ def uses_lossnet(cards: list[MethodCard], protocol: Protocol) -> bool:
     """True when some of ``cards`` trains with the LossNet term under ``protocol``."""
     return (protocol.loss_mode == "paper" and protocol.lossnet_weight > 0
             and any("lossnet" in c.extra_losses and "seg" in c.tasks for c in cards))
+
+
+def _try_hf_download(source: WeightsSource, timeout_s: float) -> str | None:
+    # huggingface_hub retries a failed connection five times with back-off (about 25 s), so
+    # one plain request first tells within ``timeout_s`` whether the hub can be reached.
+    try:
+        urllib.request.urlopen(urllib.request.Request(source.url, method="HEAD"),
+                               timeout=timeout_s).close()
+    except (TimeoutError, OSError) as exc:
+        return f"the Hugging Face hub cannot be reached ({exc})"
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(source.hf_repo, source.filename, etag_timeout=timeout_s)
+    except Exception as exc:  # the hub's own errors: report them with the way on
+        return f"could not be downloaded ({type(exc).__name__}: {exc})"
+    return None

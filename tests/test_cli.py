@@ -197,7 +197,7 @@ def test_missing_pretrained_weights_stop_the_run_at_once(tmp_path, monkeypatch):
     assert result.exit_code == 2
     text = " ".join(result.output.split())
     assert "pretrained weights unavailable" in text and "resnet18-f37072fd.pth" in text
-    assert "--set pretrained=none" in text
+    assert "--pretrained none" in text
     assert time.time() - started < 10
     assert not (tmp_path / "run" / "checkpoints").exists()
 

@@ -96,7 +96,7 @@ def test_cards_carry_tables_5_and_7(cards):
     assert cards["fpn"].published["bus"]["HD95"] == (14.28, 1.87)
     assert cards["fcn"].weights == ("torchvision/resnet18-imagenet",)
     assert load_plugins().method_groups("comparison") == ["fcn", "deeplabv3plus", "fpn",
-                                                         "unetplusplus"]
+                                                         "unetplusplus", "transunet"]
 
 
 def test_measure_speed_reports_latency_and_throughput(cards):

@@ -7,7 +7,7 @@ from .dsa import DSAModule, ModulatedDeformConv, SamplingDeformConv2d, sampled_d
 from .encoders import ResNet18Encoder
 from .gate import GateUnit
 from .heads import MultiScaleClassifier, SingleScaleClassifier
-from .skeleton import EncoderDecoderNet, check_input
+from .skeleton import EncoderDecoderNet, SegmentationOnly, check_input
 
 __all__ = [
     "ChannelAttention",
@@ -21,6 +21,7 @@ __all__ = [
     "ResNet18Encoder",
     "SamplingDeformConv2d",
     "SegmentationHead",
+    "SegmentationOnly",
     "SingleScaleClassifier",
     "Stage9",
     "UNetDecoder",

@@ -88,3 +88,18 @@ def check_input(x: torch.Tensor, in_channels: int | None = None, multiple: int =
             f"input size {h}×{w} is not supported: height and width must be positive "
             f"multiples of {multiple} (e.g. 32, 64, 256); resize or pad the images"
         )
+
+
+class SegmentationOnly(nn.Module):
+    """Wraps a network that returns mask logits (B, 1, H, W) into the model contract
+    ``{"seg": logits}``, checking that inputs are 3-channel with sides a multiple of
+    ``multiple`` (the network's total stride)."""
+
+    def __init__(self, net: nn.Module, multiple: int = 32) -> None:
+        super().__init__()
+        self.net = net
+        self.multiple = multiple
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        check_input(x, in_channels=3, multiple=self.multiple)
+        return {"seg": self.net(x)}

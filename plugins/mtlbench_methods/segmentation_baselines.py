@@ -14,7 +14,7 @@ from torch import nn
 
 from mtlbench.cards import MethodCard, ModelConfig
 from mtlbench.hookspecs import hookimpl
-from mtlbench.models import ResNet18Encoder, check_input
+from mtlbench.models import ResNet18Encoder, SegmentationOnly
 
 RESNET18_IMAGENET = "torchvision/resnet18-imagenet"
 CITATIONS = {
@@ -28,18 +28,6 @@ CITATIONS = {
     "unetplusplus": "Z. Zhou, M. M. R. Siddiquee, N. Tajbakhsh, J. Liang, UNet++: a nested U-Net "
                     "architecture for medical image segmentation, DLMIA 2018.",
 }
-
-
-class SegmentationOnly(nn.Module):
-    """Wraps a network that returns mask logits (B, 1, H, W) into the model contract."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        check_input(x, in_channels=3, multiple=32)
-        return {"seg": self.net(x)}
 
 
 class FCN(nn.Module):
