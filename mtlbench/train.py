@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.serialization import config as serialization_config
 
 from mtlbench.cards import DatasetCard, MethodCard, ModelConfig
 from mtlbench.data.augment import augment_batch
@@ -330,7 +331,12 @@ class TrainState:
 
 def save_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler, generator,
                     state: TrainState):
-    """Write the trial's checkpoint atomically (temp file, fsync, rename)."""
+    """Write the trial's checkpoint atomically (temp file, fsync, rename).
+
+    Without zip CRC32s: computing them took 60–70% of the save on a 2-core CPU (2.5 of 4 s for
+    TransUNet's 1.26 GB), and they guard against disk corruption, not against the interrupted
+    writes that the temp file and rename already make harmless.
+    """
     path = spec.checkpoint_path
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -343,7 +349,8 @@ def save_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler, generato
     }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f, serialization_config.patch(
+                {"save.compute_crc32": False}):
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
