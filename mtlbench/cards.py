@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 TASKS = ("seg", "cls")
 FAMILIES = ("single-task", "multi-task")
-EXTRA_LOSSES = ("lossnet",)
+EXTRA_LOSSES = ("lossnet", "qu_perceptual")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,27 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class ImageFeatures:
+    """Fixed (not learned) per-image feature channels a method reads besides the image.
+
+    ``compute`` maps the dataset's gray images, uint8 (N, S, S), to float (N, channels, S, S)
+    with values in [0, 1]. The harness runs it once per image when a dataset is prepared,
+    caches the result (quantised to uint8) under ``name`` — change the name whenever
+    ``compute`` changes — and augments the channels together with their image. The model then
+    receives (B, 3 + channels, H, W): the normalised gray image on 3 channels, then these.
+    """
+
+    name: str
+    channels: int
+    compute: Callable[[Any], Any]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.channels < 1:
+            raise ValueError(f"image features {self.name!r}: channels must be >= 1")
+
+
+@dataclass(frozen=True)
 class MethodCard:
     """A method: how to build its model and what the benchmark should know about it.
 
@@ -38,9 +59,12 @@ class MethodCard:
     ``weights`` names the pretrained weights the model loads when the protocol asks for them
     (see mtlbench.weights). ``extra_losses`` names the losses the method adds to the
     protocol's (``"lossnet"``: the perceptual LossNet term on the mask, weighted by the
-    protocol's ``lossnet_weight``). ``thop_double_counted`` names submodules that the method's
+    protocol's ``lossnet_weight``; ``"qu_perceptual"``: Qu et al.'s perceptual term instead,
+    weighted by ``perceptual_weight``). ``thop_double_counted`` names submodules that the method's
     original code registered twice, so that thop, which produced the paper's complexity
     figures, counted their parameters twice and their MACs four times (spec §7).
+    ``image_features``: fixed feature channels computed once per image and appended to the
+    model's input (see ImageFeatures); None for image-only methods.
     """
 
     name: str
@@ -54,6 +78,12 @@ class MethodCard:
     weights: tuple[str, ...] = ()
     published: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     thop_double_counted: tuple[str, ...] = ()
+    image_features: ImageFeatures | None = None
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the model's input: 3 (the gray image) plus any feature channels."""
+        return 3 + (self.image_features.channels if self.image_features else 0)
 
     def __post_init__(self) -> None:
         unknown = set(self.extra_losses) - set(EXTRA_LOSSES)

@@ -512,13 +512,13 @@ def profile(methods, size, device, speed, batch_size, fmt, as_json) -> None:
     records = []
     for number, name in enumerate(names, start=1):
         card = loaded.methods.get(name)
-        config = ModelConfig(image_size=size)
+        config = ModelConfig(image_size=size, in_channels=card.in_channels)
         try:
             with err_console.status(f"Profiling {name} ({number}/{len(names)})…"):
-                prof = profile_model(card.build(config), size,
+                prof = profile_model(card.build(config), size, card.in_channels,
                                      double_counted=card.thop_double_counted)
-                fast = (measure_speed(card.build(config), size, device, batch_size) if speed
-                        else None)
+                fast = (measure_speed(card.build(config), size, device, batch_size,
+                                      in_channels=card.in_channels) if speed else None)
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
             err_console.print(f"[red]{name} (plugin {loaded.methods.owner(name)}) could not be "
                               f"profiled:[/] {escape(str(exc))}")

@@ -1,7 +1,8 @@
 """Losses of the protocol (spec §3): soft Dice, cross-entropy, LossNet and their combination.
 
 ``loss_mode=paper`` (default): L = λ·CE + (1−λ)·(Dice + γ·LossNet), the LossNet term only for
-methods whose card asks for it. ``loss_mode=code``: the released training script's loss,
+methods whose card asks for it (Qu et al.'s card asks for its own perceptual term, weighted by
+β, in its place). ``loss_mode=code``: the released training script's loss,
 learned uncertainty weighting of Dice and CE, no LossNet.
 """
 
@@ -57,18 +58,18 @@ def vgg16_features(weights: str) -> nn.Sequential:
     return features
 
 
-class LossNet(nn.Module):
-    """The perceptual loss of MSNet (Zhao et al. 2021) as ACSNet uses it (spec §3).
+class VGGFeatureLoss(nn.Module):
+    """A perceptual loss through a frozen VGG-16: MSE between its features of the predicted
+    probabilities and of the ground-truth mask, each repeated to 3 channels, at relu1_2,
+    relu2_2, relu3_3 and relu4_3, summed or averaged over the four levels.
 
-    The predicted probabilities and the ground-truth mask, each repeated to 3 channels and
-    normalised with ImageNet statistics, go through a frozen VGG-16; the loss is the sum over
-    relu1_2, relu2_2, relu3_3 and relu4_3 of the mean squared error between their features.
-    Gradients flow through the VGG into the prediction only. Inputs stay at the protocol's
-    size (the reference resizes to 256², the paper's size).
+    Gradients flow through the VGG into the prediction only. Subclasses fix the variant.
     """
 
     #: Layer ranges of torchvision's vgg16.features ending at relu1_2, relu2_2, relu3_3, relu4_3.
     LEVELS = ((0, 4), (4, 9), (9, 16), (16, 23))
+    normalise = True  # ImageNet mean/std before the VGG
+    reduction = "sum"  # over the four levels: "sum" or "mean"
 
     def __init__(self, weights: str = "imagenet") -> None:
         super().__init__()
@@ -83,23 +84,39 @@ class LossNet(nn.Module):
                              persistent=False)
         self.eval()
 
-    def train(self, mode: bool = True) -> LossNet:
+    def train(self, mode: bool = True) -> VGGFeatureLoss:
         """Stays in eval mode: the VGG is frozen."""
         return super().train(False)
 
-    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float().expand(-1, 3, -1, -1) - self.mean) / self.std
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().expand(-1, 3, -1, -1)
+        return (x - self.mean) / self.std if self.normalise else x
 
     def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Σ over the four levels of MSE(VGG(probs), VGG(target)); probs and target (B,1,H,W)."""
-        p, g = self._normalise(probs), self._normalise(target)
+        """The loss for probs and target of shape (B, 1, H, W)."""
+        p, g = self._prepare(probs), self._prepare(target)
         loss = probs.new_zeros((), dtype=torch.float32)
         for block in self.blocks:
             p = block(p)
             with torch.no_grad():
                 g = block(g)
             loss = loss + F.mse_loss(p, g)
-        return loss
+        return loss / len(self.blocks) if self.reduction == "mean" else loss
+
+
+class LossNet(VGGFeatureLoss):
+    """The perceptual loss of MSNet (Zhao et al. 2021) as ACSNet uses it (spec §3): ImageNet
+    normalisation, the four levels' MSEs summed. Inputs stay at the protocol's size (the
+    reference resizes to 256², the paper's size)."""
+
+
+class QuPerceptualLoss(VGGFeatureLoss):
+    """Qu et al. 2019's perceptual term (spec §8.4): no ImageNet normalisation, the four
+    levels' MSEs averaged. Here on the tumour probability map against the mask (Qu used the
+    nucleus-contour map; BUS has no contour class)."""
+
+    normalise = False
+    reduction = "mean"
 
 
 class UncertaintyWeighting(nn.Module):
@@ -127,22 +144,27 @@ class TrialLoss(nn.Module):
 
     def __init__(self, tasks: frozenset[str], extra_losses: tuple[str, ...], mode: str = "paper",
                  cls_weight: float = 0.3, dice_smooth: float = 1.0, lossnet_weight: float = 0.0,
-                 lossnet_vgg: str = "imagenet") -> None:
+                 lossnet_vgg: str = "imagenet", perceptual_weight: float = 0.0) -> None:
         super().__init__()
         if mode not in ("paper", "code"):
             raise ValueError(f"loss mode must be 'paper' or 'code', got {mode!r}")
         self.tasks, self.mode = frozenset(tasks), mode
         self.cls_weight, self.dice_smooth = cls_weight, dice_smooth
-        self.lossnet_weight = lossnet_weight
-        uses_lossnet = (mode == "paper" and "seg" in self.tasks and "lossnet" in extra_losses
-                        and lossnet_weight > 0)
+        seg_extras = mode == "paper" and "seg" in self.tasks
+        kind, weight = None, 0.0
+        if seg_extras and "lossnet" in extra_losses and lossnet_weight > 0:
+            kind, weight = LossNet, lossnet_weight
+        elif seg_extras and "qu_perceptual" in extra_losses and perceptual_weight > 0:
+            kind, weight = QuPerceptualLoss, perceptual_weight
+        self.lossnet_weight = weight  # the weight of the perceptual term in L_seg
         # Kept out of the module tree so that state_dict and parameters() never include it.
-        self._lossnet = [LossNet(lossnet_vgg)] if uses_lossnet else []
+        self._lossnet = [kind(lossnet_vgg)] if kind is not None else []
         self.weighting = (UncertaintyWeighting(2) if mode == "code" and len(self.tasks) == 2
                           else None)
 
     @property
-    def lossnet(self) -> LossNet | None:
+    def lossnet(self) -> VGGFeatureLoss | None:
+        """The perceptual term of L_seg (LossNet or Qu's), None without one."""
         return self._lossnet[0] if self._lossnet else None
 
     def to(self, *args, **kwargs) -> TrialLoss:
@@ -159,9 +181,10 @@ class TrialLoss(nn.Module):
         if "seg" in self.tasks:
             seg = "Dice"
             if self.lossnet is not None:
+                name = "LossNet" if isinstance(self.lossnet, LossNet) else "Qu perceptual"
                 vgg = ("ImageNet VGG-16" if self.lossnet.weights == "imagenet"
-                       else "RANDOM VGG-16, not the paper's LossNet")
-                seg += f" + {self.lossnet_weight:g}·LossNet ({vgg})"
+                       else f"RANDOM VGG-16, not the paper's {name}")
+                seg += f" + {self.lossnet_weight:g}·{name} ({vgg})"
             parts.append(seg)
         if "cls" in self.tasks:
             parts.append("CE")

@@ -53,6 +53,7 @@ class Protocol:
     loss_mode: str = "paper"  # paper: L_seg = Dice + γ·LossNet; code: the released script's loss
     lossnet_weight: float = 0.2  # γ, for methods whose card adds LossNet
     lossnet_vgg: str = "imagenet"  # "random" is allowed only when asked for, and is recorded
+    perceptual_weight: float = 0.1  # β of Qu et al.'s perceptual term, for cards that add it
     checkpoint: str = "last"  # last epoch (clean) or the paper's best-on-test-fold (leaky)
     pretrained: str = "none"
     precision: str = "fp32"
@@ -79,8 +80,10 @@ class Protocol:
                 problems.append(f"{key}={value} must be within [0, 1]")
         if not 0 <= self.rotate_deg <= 180:
             problems.append(f"rotate_deg={self.rotate_deg} must be within [0, 180]")
-        if self.norm_std <= 0 or self.dice_smooth < 0 or self.lossnet_weight < 0:
-            problems.append("norm_std must be > 0, dice_smooth and lossnet_weight >= 0")
+        if (self.norm_std <= 0 or self.dice_smooth < 0 or self.lossnet_weight < 0
+                or self.perceptual_weight < 0):
+            problems.append("norm_std must be > 0; dice_smooth, lossnet_weight and "
+                            "perceptual_weight >= 0")
         for key, allowed in (("split", SPLITS), ("checkpoint", CHECKPOINTS),
                              ("pretrained", PRETRAINED), ("schedule", SCHEDULES),
                              ("rotate_mode", ROTATIONS), ("precision", PRECISIONS),
@@ -138,7 +141,7 @@ _PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
         "bfloat16 autocast for the forward pass (weights and losses in float32).",
         dict(image_size=64, batch_size=8, epochs=5, lr=1e-3, beta2=0.999, schedule="cosine",
              lr_final_factor=0.1, hflip_p=0.5, vflip_p=0.0, rotate_deg=10.0, eval_batch_size=64,
-             lossnet_weight=0.0, precision="bf16"),
+             lossnet_weight=0.0, perceptual_weight=0.0, precision="bf16"),
         {},
     ),
 }

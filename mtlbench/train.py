@@ -25,6 +25,7 @@ from torch.utils.serialization import config as serialization_config
 
 from mtlbench.cards import DatasetCard, MethodCard, ModelConfig
 from mtlbench.data.augment import augment_batch
+from mtlbench.data.features import feature_arrays
 from mtlbench.data.prepare import DatasetArrays, lookup_dataset, prepare_dataset, resolve_root
 from mtlbench.data.splits import load_or_make_split, split_path
 from mtlbench.losses import TrialLoss
@@ -50,7 +51,7 @@ class ModelContractError(TrialFailed):
 class FoldTensors:
     """One fold's cases as tensors on the training device."""
 
-    images: torch.Tensor  # uint8 (N, 1, S, S)
+    images: torch.Tensor  # uint8 (N, 1 + feature channels, S, S)
     masks: torch.Tensor  # uint8 (N, 1, S, S), 0/1
     labels: torch.Tensor  # int64 (N,)
 
@@ -106,10 +107,11 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
     device = torch.device(spec.device)
 
     torch.manual_seed(p.seed)
-    config = ModelConfig(num_classes=len(arrays.classes), image_size=p.image_size,
-                         pretrained=p.pretrained)
+    config = ModelConfig(num_classes=len(arrays.classes), in_channels=method.in_channels,
+                         image_size=p.image_size, pretrained=p.pretrained)
     model = method.build(config)
-    profile = profile_model(model, p.image_size, double_counted=method.thop_double_counted)
+    profile = profile_model(model, p.image_size, method.in_channels,
+                            double_counted=method.thop_double_counted)
     model.to(device)
     loss = build_loss(method, p).to(device)
     # One parameter group: the learned loss weights of loss_mode=code get the same Adam
@@ -127,8 +129,12 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
         state = load_checkpoint(spec, model, loss, optimizer, scheduler, generator)
     resumed_from = state.epoch
 
-    train = to_tensors(arrays, train_idx, device)
-    test = to_tensors(arrays, test_idx, device)
+    features = None
+    if method.image_features is not None:
+        features = feature_arrays(arrays, method.image_features,
+                                  Path(spec.cache_dir) if spec.cache_dir else default_cache_dir())
+    train = to_tensors(arrays, train_idx, device, features)
+    test = to_tensors(arrays, test_idx, device, features)
     owner = plugins.methods.owner(spec.method)
     for epoch in range(state.epoch + 1, p.epochs):
         record = train_epoch(model, loss, method, owner, train, optimizer, generator, p, epoch)
@@ -176,7 +182,7 @@ def build_loss(method: MethodCard, p: Protocol) -> TrialLoss:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(p.seed)
         return TrialLoss(method.tasks, method.extra_losses, p.loss_mode, p.cls_weight,
-                         p.dice_smooth, p.lossnet_weight, p.lossnet_vgg)
+                         p.dice_smooth, p.lossnet_weight, p.lossnet_vgg, p.perceptual_weight)
 
 
 def autocast(p: Protocol, device: torch.device) -> torch.autocast:
@@ -193,18 +199,25 @@ def lr_factor(epoch: int, p: Protocol) -> float:
     return low + (1 - low) * (1 + math.cos(math.pi * epoch / p.epochs)) / 2
 
 
-def to_tensors(arrays: DatasetArrays, indices: list[int], device: torch.device) -> FoldTensors:
+def to_tensors(arrays: DatasetArrays, indices: list[int], device: torch.device,
+               features: np.ndarray | None = None) -> FoldTensors:
+    """The cases ``indices`` on ``device``; a method's feature channels follow the image's."""
     idx = np.asarray(indices, dtype=np.int64)
+    images = arrays.images[idx][:, None]
+    if features is not None:
+        images = np.concatenate([images, features[idx]], axis=1)
     return FoldTensors(
-        images=torch.from_numpy(arrays.images[idx]).unsqueeze(1).to(device),
+        images=torch.from_numpy(images).to(device),
         masks=torch.from_numpy(arrays.masks[idx]).unsqueeze(1).to(device),
         labels=torch.from_numpy(arrays.labels[idx]).to(device),
     )
 
 
 def normalise(images_01: torch.Tensor, p: Protocol) -> torch.Tensor:
-    """Protocol normalisation, gray replicated to the 3 channels the models expect."""
-    return ((images_01 - p.norm_mean) / p.norm_std).expand(-1, 3, -1, -1)
+    """Protocol normalisation of the gray channel, replicated to the 3 channels the models
+    expect; a method's feature channels (already in [0, 1]) follow unchanged."""
+    gray = ((images_01[:, :1] - p.norm_mean) / p.norm_std).expand(-1, 3, -1, -1)
+    return gray if images_01.shape[1] == 1 else torch.cat([gray, images_01[:, 1:]], dim=1)
 
 
 def train_epoch(model, loss: TrialLoss, method: MethodCard, owner: str, data: FoldTensors,

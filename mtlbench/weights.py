@@ -76,7 +76,8 @@ KNOWN_WEIGHTS = {
             LOSSNET_VGG16, "vgg16-397923af.pth",
             "https://download.pytorch.org/models/vgg16-397923af.pth",
             "torchvision VGG-16 ImageNet weights (IMAGENET1K_V1) for LossNet",
-            "run with --set lossnet_weight=0 to train without LossNet, or with --set "
+            "run with --set lossnet_weight=0 (LossNet) and --set perceptual_weight=0 (Qu et "
+            "al.'s term) to train without them, or with --set "
             "lossnet_vgg=random for a random VGG-16 (recorded with every result: it is not the "
             "paper's LossNet)",
         ),
@@ -156,9 +157,12 @@ def required_weights(cards: list[MethodCard], protocol: Protocol) -> list[str]:
 
 
 def uses_lossnet(cards: list[MethodCard], protocol: Protocol) -> bool:
-    """True when some of ``cards`` trains with the LossNet term under ``protocol``."""
-    return (protocol.loss_mode == "paper" and protocol.lossnet_weight > 0
-            and any("lossnet" in c.extra_losses and "seg" in c.tasks for c in cards))
+    """True when some of ``cards`` trains with a VGG-16 perceptual term (LossNet, or Qu et
+    al.'s) under ``protocol``."""
+    if protocol.loss_mode != "paper":
+        return False
+    weights = {"lossnet": protocol.lossnet_weight, "qu_perceptual": protocol.perceptual_weight}
+    return any(weights[kind] > 0 and "seg" in c.tasks for c in cards for kind in c.extra_losses)
 
 
 def _try_hf_download(source: WeightsSource, timeout_s: float) -> str | None:

@@ -117,16 +117,17 @@ def test_cosine_schedule_matches_spec():
 
 @pytest.mark.parametrize("method", ["unet", "clsnet", "cunet", "cugnet", "caunet", "cuanet",
                                     "cuganet", "cmsunet", "camsunet", "acsnet", "fcn", "fcn8s",
-                                    "deeplabv3plus", "fpn", "unetplusplus", "transunet"])
+                                    "deeplabv3plus", "fpn", "unetplusplus", "transunet",
+                                    "wang2018", "chen2019", "qu2019"])
 def test_builtin_methods_train_end_to_end(tmp_path, plugins, method):
     result = run_trial(spec_for(tmp_path, method, epochs=1, size=32), plugins)
     assert result.status == "finished"
     card = plugins.methods.get(method)
     assert ("strict.dice" in result.fold_metrics) == ("seg" in card.tasks)
     assert ("cls.acc" in result.fold_metrics) == ("cls" in card.tasks)
-    # the paper's convention counts ResNet-18 encoders twice and misses TransUNet's
-    # standardised convs (spec §7)
-    assert result.profile["paper_params"] != result.profile["params"]
+    # the paper's convention counts ResNet-18 encoders twice (not Qu's: Table 5 counts it
+    # once) and misses TransUNet's standardised convs (spec §7)
+    assert (result.profile["paper_params"] == result.profile["params"]) == (method == "qu2019")
     assert result.env["weights"] == []  # smoke: random init, no LossNet
 
 

@@ -6,7 +6,7 @@ from .decoders import SegmentationHead, Stage9, UNetDecoder
 from .dsa import DSAModule, ModulatedDeformConv, SamplingDeformConv2d, sampled_deform_conv2d
 from .encoders import ResNet18Encoder
 from .gate import GateUnit
-from .heads import MultiScaleClassifier, SingleScaleClassifier
+from .heads import MultiScaleClassifier, SingleScaleClassifier, SpatialPyramidClassifier
 from .skeleton import EncoderDecoderNet, SegmentationOnly, check_input
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "SegmentationHead",
     "SegmentationOnly",
     "SingleScaleClassifier",
+    "SpatialPyramidClassifier",
     "Stage9",
     "UNetDecoder",
     "Up",

@@ -77,3 +77,32 @@ class MultiScaleClassifier(nn.Module):
             raise ValueError("MultiScaleClassifier reads the decoder's stage 6: build the "
                              "network with a decoder")
         return self(features[3], features[4], d6)
+
+
+class SpatialPyramidClassifier(nn.Module):
+    """Chen et al. 2019's head: spatial-pyramid max pooling → FC → dropout → FC (spec §8.3).
+
+    ``forward(x)`` max-pools (B, in_ch, h, w) into ``bins`` × ``bins`` grids (4, 2, 1: 21 cells,
+    10752 values for 512 channels), then FC → hidden, dropout, FC → num_classes, with no
+    nonlinearity between the two FCs, as in the original code. Reads e5 in the skeleton.
+    """
+
+    def __init__(self, in_ch: int = 512, bins: Sequence[int] = (4, 2, 1), hidden: int = 512,
+                 num_classes: int = 2, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.pools = nn.ModuleList(nn.AdaptiveMaxPool2d(b) for b in bins)
+        self.fc1 = nn.Linear(in_ch * sum(b * b for b in bins), hidden)
+        # The original applies Dropout2d to the (B, hidden) vector, which torch treats as plain
+        # dropout on 2-D input (with a deprecation warning); this is that dropout, stated.
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([torch.flatten(pool(x), 1) for pool in self.pools], dim=1)
+        return self.fc2(self.dropout(self.fc1(pooled)))
+
+    def from_features(
+        self, features: Sequence[torch.Tensor], d6: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Classify from e5 (``features[-1]``); ignores d6."""
+        return self(features[-1])
