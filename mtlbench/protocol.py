@@ -135,11 +135,12 @@ _PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
          "synthetic": dict(batch_size=4, epochs=90)},
     ),
     "smoke": (
-        "Small and fast, for CPUs and CI: 64², batch 8, 5 epochs, lr 1e-3, random init, "
+        "Small and fast, for CPUs and CI: 64², batch 8, 4 epochs, lr 1e-3, random init, "
         "horizontal flips and ±10° rotation (no vertical flips: they move the posterior cue), "
-        "no LossNet (γ=0: it needs ImageNet VGG-16 weights and makes a CPU epoch 2.4× longer), "
+        "no LossNet or Qu perceptual term (γ=β=0: they need ImageNet VGG-16 weights, and LossNet "
+        "makes a CPU epoch 2.4× longer), "
         "bfloat16 autocast for the forward pass (weights and losses in float32).",
-        dict(image_size=64, batch_size=8, epochs=5, lr=1e-3, beta2=0.999, schedule="cosine",
+        dict(image_size=64, batch_size=8, epochs=4, lr=1e-3, beta2=0.999, schedule="cosine",
              lr_final_factor=0.1, hflip_p=0.5, vflip_p=0.0, rotate_deg=10.0, eval_batch_size=64,
              lossnet_weight=0.0, perceptual_weight=0.0, precision="bf16"),
         {},
