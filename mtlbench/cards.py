@@ -64,7 +64,9 @@ class MethodCard:
     original code registered twice, so that thop, which produced the paper's complexity
     figures, counted their parameters twice and their MACs four times (spec §7).
     ``image_features``: fixed feature channels computed once per image and appended to the
-    model's input (see ImageFeatures); None for image-only methods.
+    model's input (see ImageFeatures); None for image-only methods. ``option_of`` names the
+    method this one is an option (a variant) of, e.g. FCN-8s of FCN: ``--methods all`` leaves
+    options out; they run when named or with ``--methods options``.
     """
 
     name: str
@@ -79,6 +81,7 @@ class MethodCard:
     published: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     thop_double_counted: tuple[str, ...] = ()
     image_features: ImageFeatures | None = None
+    option_of: str = ""
 
     @property
     def in_channels(self) -> int:

@@ -126,8 +126,9 @@ def _device(name: str) -> str:
 @main.command()
 @click.option("--methods", "-m", default="default", show_default=True,
               help="Comma list of methods, wildcards (e.g. 'cu*'), group names (e.g. "
-                   "'ablation') or 'all'. 'default' is a representative set that fits 10 "
-                   "minutes on a 2-core CPU.")
+                   "'ablation', 'comparison', 'options') or 'all' (every method except "
+                   "options of another, such as fcn8s). 'default' is a representative set "
+                   "that fits 10 minutes on a 2-core CPU.")
 @click.option("--dataset", "-d", default="synthetic", show_default=True,
               help="A dataset, with options if it has any: NAME or NAME:key=value,...")
 @click.option("--protocol", "-p", "protocol_name", default="smoke", show_default=True,
@@ -188,15 +189,18 @@ def _select_methods(plugins: Plugins, methods: str) -> list[str]:
     """The methods of --methods; 'default' is the 'default' group (all methods if it is empty),
     and the user is told what it holds and how to run everything."""
     if methods.strip().lower() != "default":
-        return plugins.methods.select(methods, plugins.method_groups)
-    names = plugins.method_groups("default") or plugins.methods.names()
-    total = len(plugins.methods)
+        return plugins.select_methods(methods)
+    names = plugins.method_groups("default") or plugins.main_methods()
+    total = len(plugins.main_methods())
     if len(names) < total:
+        options = len(plugins.method_groups("options"))
         console.print(
             f"[bold]Default methods[/]: {', '.join(names)} — a representative set that fits "
-            f"10 minutes on a 2-core CPU. [bold]--methods all[/] runs all {total} methods, "
-            "[bold]--methods ablation[/] the paper's ablation table; `mtlbench list methods` "
-            "shows them.")
+            f"10 minutes on a 2-core CPU. [bold]--methods all[/] runs all {total} methods"
+            + (f" ([bold]--methods options[/] the {options} variants such as FCN-8s)"
+               if options else "")
+            + ", [bold]--methods ablation[/] the paper's ablation table; `mtlbench list "
+            "methods` shows them.")
     return names
 
 
@@ -207,7 +211,8 @@ def _announce(plan, names, dataset, protocol, run_dir) -> None:
         f"[/], protocol [bold]{protocol.name}[/] ({protocol.hash}; overrides: {overrides}), "
         f"{protocol.image_size}², {protocol.epochs} epochs, batch {protocol.batch_size}, "
         f"checkpoint selection '{protocol.checkpoint}', pretrained '{protocol.pretrained}', "
-        f"loss mode '{protocol.loss_mode}' (LossNet weight {protocol.lossnet_weight:g}"
+        f"loss mode '{protocol.loss_mode}' (LossNet weight {protocol.lossnet_weight:g}, Qu "
+        f"perceptual weight {protocol.perceptual_weight:g}"
         f"{', RANDOM VGG-16' if protocol.lossnet_vgg == 'random' else ''}).")
     console.print(f"Run folder {run_dir}: {len(plan.specs)} trial(s) to run, "
                   f"{len(plan.done)} already finished, {len(plan.resumable)} resuming from a "
@@ -505,7 +510,7 @@ def profile(methods, size, device, speed, batch_size, fmt, as_json) -> None:
 
     loaded = _plugins()
     try:
-        names = loaded.methods.select(methods, loaded.method_groups)
+        names = loaded.select_methods(methods)
         device = _device(device)
     except (UnknownNameError, ProtocolError) as exc:
         _fail(str(exc))

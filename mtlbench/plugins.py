@@ -47,6 +47,10 @@ class PluginInfo:
     datasets: list[str] = field(default_factory=list)
 
 
+#: The group of methods that are options of another method (e.g. FCN-8s of FCN).
+OPTIONS_GROUP = "options"
+
+
 @dataclass
 class Plugins:
     """The plugin manager and the registries it filled."""
@@ -58,8 +62,20 @@ class Plugins:
     errors: list[PluginError]
 
     def method_groups(self, group: str) -> list[str]:
-        """Names of the methods whose card lists ``group``."""
+        """Names of the methods whose card lists ``group``; ``options``: the methods that are
+        an option of another (``MethodCard.option_of``)."""
+        if group == OPTIONS_GROUP:
+            return [n for n, card in self.methods.items() if card.option_of]
         return [n for n, card in self.methods.items() if group in card.groups]
+
+    def main_methods(self) -> list[str]:
+        """Every method that is not an option of another: what ``--methods all`` means."""
+        return [n for n, card in self.methods.items() if not card.option_of]
+
+    def select_methods(self, spec: str) -> list[str]:
+        """Resolve ``--methods``: names, wildcards, groups, ``all`` (options left out) and
+        ``options``; UnknownNameError names the valid choices."""
+        return self.methods.select(spec, self.method_groups, all_names=self.main_methods())
 
 
 def _wanted_entry_points() -> list[metadata.EntryPoint]:

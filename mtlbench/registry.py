@@ -67,11 +67,13 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def select(self, spec: str, groups: Callable[[str], list[str]] | None = None) -> list[str]:
+    def select(self, spec: str, groups: Callable[[str], list[str]] | None = None,
+               all_names: list[str] | None = None) -> list[str]:
         """Resolve a comma list of names, wildcards, group names or ``all`` to registered names.
 
-        Order follows the registry; duplicates are dropped. An item that matches nothing raises
-        UnknownNameError naming the valid choices.
+        ``all`` means ``all_names`` when given, else every name. Order follows the registry;
+        duplicates are dropped. An item that matches nothing raises UnknownNameError naming
+        the valid choices.
         """
         chosen: list[str] = []
         for raw in spec.split(","):
@@ -79,7 +81,7 @@ class Registry(Generic[T]):
             if not item:
                 continue
             if item == "all":
-                matched = self.names()
+                matched = self.names() if all_names is None else list(all_names)
             elif item in self._items:
                 matched = [item]
             elif groups is not None and groups(item):

@@ -255,5 +255,6 @@ def test_default_methods_are_a_named_representative_set(tmp_path):
         names = _select_methods(loaded, "default")
     assert names == ["unet", "cunet", "acsnet"]
     text = " ".join(captured.get().split())
-    assert f"--methods all runs all {len(loaded.methods)} methods" in text
+    assert f"--methods all runs all {len(loaded.main_methods())} methods" in text
+    assert "--methods options the 2 variants" in text
     assert _select_methods(loaded, "ablation") == loaded.methods.names()[:10]

@@ -146,3 +146,26 @@ def test_wang_filters_reach_the_model_after_the_normalised_image(cards):
     assert torch.allclose(x[:, :3], ((batch[:, :1] - p.norm_mean) / p.norm_std).expand(-1, 3,
                                                                                         -1, -1))
     assert torch.equal(x[:, 3:], batch[:, 1:])
+
+
+def test_chen_original_mtnet_is_an_option_with_the_spec_size():
+    plugins = load_plugins()
+    card = plugins.methods.get("chen2019-mtnet")
+    assert card.option_of == "chen2019"
+    model = build(card, 256)
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out["seg"].shape == (2, 1, 64, 64) and out["cls"].shape == (2, 2)
+    profile = profile_model(model, 256)
+    # spec §8.3 [MEAS]: 30.71 M / 33.24 G at 256² (with Chen's two-class output conv)
+    assert profile.paper_mparams == pytest.approx(30.71, rel=0.01)
+    assert profile.paper_gmacs == pytest.approx(33.24, rel=0.01)
+
+
+def test_all_leaves_options_out_and_options_selects_them():
+    plugins = load_plugins()
+    everything = plugins.select_methods("all")
+    assert "fcn8s" not in everything and "chen2019-mtnet" not in everything
+    assert {"fcn", "chen2019", "qu2019", "wang2018", "transunet", "acsnet"} <= set(everything)
+    assert set(plugins.select_methods("options")) == {"chen2019-mtnet", "fcn8s"}
+    assert "fcn8s" in plugins.select_methods("all,fcn8s")  # named, an option runs
+    assert len(everything) + len(plugins.select_methods("options")) == len(plugins.methods)

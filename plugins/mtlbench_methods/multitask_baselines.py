@@ -53,6 +53,54 @@ def build_chen2019(config: ModelConfig) -> EncoderDecoderNet:
                              classifier=SpatialPyramidClassifier(num_classes=config.num_classes))
 
 
+class ChenConvBlock(nn.Sequential):
+    """Chen's DoubleConv: twice [3×3 conv → BatchNorm → ReLU]."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__(nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch),
+                         nn.ReLU(inplace=True), nn.Conv2d(out_ch, out_ch, 3, padding=1),
+                         nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+
+
+class MTNet(nn.Module):
+    """Chen et al.'s original MT-Net (spec §8.3): a six-level UNet (widths 64-128-256-512-512-
+    512, max-pool 2, bilinear ×2 with align_corners=True, concat [skip, up]), a 1×1 output conv
+    (here one mask-logit channel, trained with the protocol's Dice), and the spatial-pyramid
+    classifier on the H/16 feature. Random init (no pretrained weights exist for it)."""
+
+    WIDTHS = (64, 128, 256, 512, 512, 512)
+    DECODER = (512, 256, 128, 64, 64)
+
+    def __init__(self, in_ch: int = 3, num_classes: int = 2) -> None:
+        super().__init__()
+        w = self.WIDTHS
+        self.encoder = nn.ModuleList([ChenConvBlock(in_ch, w[0])] + [
+            ChenConvBlock(a, b) for a, b in zip(w[:-1], w[1:], strict=True)])
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=True)
+        ins = (w[-1], *self.DECODER[:-1])
+        skips = w[-2::-1]
+        self.decoder = nn.ModuleList(ChenConvBlock(s + i, o) for s, i, o in
+                                     zip(skips, ins, self.DECODER, strict=True))
+        self.out = nn.Conv2d(self.DECODER[-1], 1, kernel_size=1)
+        self.classifier = SpatialPyramidClassifier(w[4], num_classes=num_classes)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        check_input(x, in_channels=3, multiple=32)
+        features = []
+        for level, block in enumerate(self.encoder):
+            x = block(x if level == 0 else self.pool(x))
+            features.append(x)
+        d = features[-1]
+        for block, skip in zip(self.decoder, features[-2::-1], strict=True):
+            d = block(torch.cat([skip, self.up(d)], dim=1))
+        return {"seg": self.out(d), "cls": self.classifier(features[4])}
+
+
+def build_chen2019_mtnet(config: ModelConfig) -> MTNet:
+    return MTNet(num_classes=config.num_classes)
+
+
 # --- Qu et al. 2019 ---------------------------------------------------------------------------
 
 class QuUpBlock(nn.Module):
@@ -249,6 +297,20 @@ def _card(name: str, build, extra_losses=(), thop_double_counted=("encoder",),
     )
 
 
+#: Chen et al.'s own network, an option of ``chen2019`` (spec §8.3, ``--chen-original``).
+CHEN_MTNET = MethodCard(
+    name="chen2019-mtnet", build=build_chen2019_mtnet, tasks=frozenset({"seg", "cls"}),
+    family="multi-task", option_of="chen2019", citation=CITATIONS["chen2019"],
+    description=(
+        "Chen et al.'s original MT-Net (an option of chen2019): a six-level UNet (64-128-256-"
+        "512-512-512, BatchNorm, bilinear ×2), 1×1 output conv changed to one mask channel "
+        "with Dice, and the spatial-pyramid classifier (4, 2, 1) on the H/16 feature. Random "
+        "init only. Spec §8.3 measures 30.71 M / 33.24 GMACs at 256², which does not match "
+        "Table 5 (34.72 / 27.90): the paper used the adapted chen2019. Loss: λ·CE + (1−λ)·Dice."
+    ),
+)
+
+
 @hookimpl
 def mtlbench_register_methods(register):
     # Chen's adaptation shares the ACSNet code's skeleton, so its encoder was registered twice
@@ -257,5 +319,6 @@ def mtlbench_register_methods(register):
     register(_card("wang2018", build_wang2018, thop_double_counted=("net.encoder",),
                    image_features=WANG_FILTERS))
     register(_card("chen2019", build_chen2019))
+    register(CHEN_MTNET)
     register(_card("qu2019", build_qu2019, extra_losses=("qu_perceptual",),
                    thop_double_counted=()))

@@ -146,21 +146,22 @@ DESCRIPTIONS = {
 }
 
 
-def _card(name: str, build, citation_key: str, groups=("comparison",)) -> MethodCard:
+def _card(name: str, build, citation_key: str, groups=("comparison",),
+          option_of: str = "") -> MethodCard:
     return MethodCard(
         name=name, build=build, tasks=frozenset({"seg"}), family="single-task",
         description=DESCRIPTIONS[name] + " Loss: Dice.", citation=CITATIONS[citation_key],
         groups=groups, weights=(RESNET18_IMAGENET,), published=PUBLISHED.get(name, {}),
         # The paper profiled every ResNet-18 model with the encoder registered twice (spec §7);
         # for smp models the paper-convention figure is the same rule, not a reproduction.
-        thop_double_counted=("net.encoder",),
+        thop_double_counted=("net.encoder",), option_of=option_of,
     )
 
 
 @hookimpl
 def mtlbench_register_methods(register):
     register(_card("fcn", partial(build_fcn, False), "fcn"))
-    register(_card("fcn8s", partial(build_fcn, True), "fcn", groups=()))
+    register(_card("fcn8s", partial(build_fcn, True), "fcn", groups=(), option_of="fcn"))
     register(_card("deeplabv3plus", partial(build_smp, "deeplabv3plus"), "deeplabv3plus"))
     register(_card("fpn", partial(build_smp, "fpn"), "fpn"))
     register(_card("unetplusplus", partial(build_smp, "unetplusplus"), "unetplusplus"))
