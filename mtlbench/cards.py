@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 TASKS = ("seg", "cls")
 FAMILIES = ("single-task", "multi-task")
-EXTRA_LOSSES = ("lossnet", "qu_perceptual")
+EXTRA_LOSSES = ("lossnet", "qu_perceptual", "pixel_classes")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,9 @@ class MethodCard:
     (see mtlbench.weights). ``extra_losses`` names the losses the method adds to the
     protocol's (``"lossnet"``: the perceptual LossNet term on the mask, weighted by the
     protocol's ``lossnet_weight``; ``"qu_perceptual"``: Qu et al.'s perceptual term instead,
-    weighted by ``perceptual_weight``). ``thop_double_counted`` names submodules that the method's
+    weighted by ``perceptual_weight``; ``"pixel_classes"``: the whole loss is a pixel
+    cross-entropy over background + K classes on the model's ``"pixel_logits"``, Qu et al.'s
+    pixel-wise form). ``thop_double_counted`` names submodules that the method's
     original code registered twice, so that thop, which produced the paper's complexity
     figures, counted their parameters twice and their MACs four times (spec §7).
     ``image_features``: fixed feature channels computed once per image and appended to the

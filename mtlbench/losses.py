@@ -134,6 +134,22 @@ class UncertaintyWeighting(nn.Module):
         return sum(0.5 / var[i] * loss + torch.log1p(var[i]) for i, loss in enumerate(losses))
 
 
+PIXEL_LOGITS = "pixel_logits"
+
+
+def pixel_class_loss(outputs: dict[str, torch.Tensor], masks: torch.Tensor,
+                     labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``outputs["pixel_logits"]`` (B, 1 + K, H, W) against the map that is 0
+    on background and 1 + the image's class on its tumour pixels (Qu et al. 2019's
+    "fine-grained" pixel classification, spec §8.4)."""
+    logits = outputs.get(PIXEL_LOGITS)
+    if logits is None:
+        raise KeyError(f"the pixel-wise loss needs the model to return {PIXEL_LOGITS!r} "
+                       "(B, 1 + K, H, W) besides 'seg' and 'cls'")
+    target = (masks[:, 0] > 0.5).long() * (labels.view(-1, 1, 1) + 1)
+    return F.cross_entropy(logits.float(), target)
+
+
 class TrialLoss(nn.Module):
     """The loss of one trial: built from the method's tasks and extra losses and the protocol.
 
@@ -157,6 +173,8 @@ class TrialLoss(nn.Module):
         elif seg_extras and "qu_perceptual" in extra_losses and perceptual_weight > 0:
             kind, weight = QuPerceptualLoss, perceptual_weight
         self.lossnet_weight = weight  # the weight of the perceptual term in L_seg
+        # Qu et al.'s pixel-wise form replaces the whole loss (both tasks come from one map).
+        self.pixel_classes = "pixel_classes" in extra_losses
         # Kept out of the module tree so that state_dict and parameters() never include it.
         self._lossnet = [kind(lossnet_vgg)] if kind is not None else []
         self.weighting = (UncertaintyWeighting(2) if mode == "code" and len(self.tasks) == 2
@@ -174,6 +192,8 @@ class TrialLoss(nn.Module):
 
     def describe(self) -> str:
         """The loss in words, as tables and results record it."""
+        if self.pixel_classes:
+            return "pixel CE over background + K classes (Qu et al.'s pixel-wise form)"
         if self.mode == "code":
             return ("code: uncertainty-weighted Dice + CE, no LossNet" if self.weighting
                     else "code: " + ("Dice" if "seg" in self.tasks else "CE"))
@@ -194,6 +214,9 @@ class TrialLoss(nn.Module):
 
     def terms(self, outputs: dict[str, torch.Tensor], masks: torch.Tensor,
               labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.pixel_classes:
+            ce = pixel_class_loss(outputs, masks, labels)
+            return {"pixel_ce": ce, "total": ce}
         terms: dict[str, torch.Tensor] = {}
         seg = ce = None
         if "seg" in self.tasks:

@@ -28,7 +28,7 @@ from mtlbench.data.augment import augment_batch
 from mtlbench.data.features import feature_arrays
 from mtlbench.data.prepare import DatasetArrays, lookup_dataset, prepare_dataset, resolve_root
 from mtlbench.data.splits import load_or_make_split, split_path
-from mtlbench.losses import TrialLoss
+from mtlbench.losses import PIXEL_LOGITS, TrialLoss
 from mtlbench.metrics import classification_metrics, seg_metrics
 from mtlbench.plugins import Plugins, load_plugins
 from mtlbench.profile import profile_model
@@ -275,6 +275,13 @@ def check_contract(outputs, method: MethodCard, owner: str, batch: int, size: in
             raise ModelContractError(f"{where}: 'seg' must be {expected['seg']}, got {shape}")
         if task == "cls" and (len(shape) != 2 or shape[0] != batch):
             raise ModelContractError(f"{where}: 'cls' must be (B, K) = ({batch}, K), got {shape}")
+    if "pixel_classes" in method.extra_losses:
+        classes = tuple(outputs["cls"].shape)[1] if "cls" in outputs else None
+        wanted = (batch, None if classes is None else 1 + classes, size, size)
+        shape = tuple(outputs[PIXEL_LOGITS].shape) if PIXEL_LOGITS in outputs else None
+        if shape != wanted:
+            raise ModelContractError(f"{where}: its pixel-wise loss needs {PIXEL_LOGITS!r} of "
+                                     f"shape (B, 1 + K, H, W) = {wanted}, got {shape}")
 
 
 @torch.no_grad()

@@ -162,7 +162,8 @@ def uses_lossnet(cards: list[MethodCard], protocol: Protocol) -> bool:
     if protocol.loss_mode != "paper":
         return False
     weights = {"lossnet": protocol.lossnet_weight, "qu_perceptual": protocol.perceptual_weight}
-    return any(weights[kind] > 0 and "seg" in c.tasks for c in cards for kind in c.extra_losses)
+    return any(weights.get(kind, 0) > 0 and "seg" in c.tasks
+               for c in cards for kind in c.extra_losses)
 
 
 def _try_hf_download(source: WeightsSource, timeout_s: float) -> str | None:

@@ -256,5 +256,5 @@ def test_default_methods_are_a_named_representative_set(tmp_path):
     assert names == ["unet", "cunet", "acsnet"]
     text = " ".join(captured.get().split())
     assert f"--methods all runs all {len(loaded.main_methods())} methods" in text
-    assert "--methods options the 2 variants" in text
+    assert "--methods options the 3 variants" in text
     assert _select_methods(loaded, "ablation") == loaded.methods.names()[:10]

@@ -166,6 +166,40 @@ def test_all_leaves_options_out_and_options_selects_them():
     everything = plugins.select_methods("all")
     assert "fcn8s" not in everything and "chen2019-mtnet" not in everything
     assert {"fcn", "chen2019", "qu2019", "wang2018", "transunet", "acsnet"} <= set(everything)
-    assert set(plugins.select_methods("options")) == {"chen2019-mtnet", "fcn8s"}
+    assert set(plugins.select_methods("options")) == {"chen2019-mtnet", "qu2019-pixelwise",
+                                                      "fcn8s"}
     assert "fcn8s" in plugins.select_methods("all,fcn8s")  # named, an option runs
     assert len(everything) + len(plugins.select_methods("options")) == len(plugins.methods)
+
+
+def test_qu_pixelwise_option_reads_mask_and_class_from_one_pixel_map():
+    from mtlbench.losses import pixel_class_loss
+    from mtlbench_methods.multitask_baselines import pixelwise_outputs
+
+    card = load_plugins().methods.get("qu2019-pixelwise")
+    assert card.option_of == "qu2019" and card.extra_losses == ("pixel_classes",)
+    model = build(card)
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out["seg"].shape == (2, 1, 64, 64) and out["cls"].shape == (2, 2)
+    assert out["pixel_logits"].shape == (2, 3, 64, 64)
+    # background everywhere except a malignant-looking square on image 0
+    logits = torch.zeros(2, 3, 8, 8)
+    logits[:, 0] = 4.0
+    logits[0, :, 2:5, 2:5] = torch.tensor([0.0, 1.0, 3.0]).view(3, 1, 1)
+    probs = torch.softmax(logits, 1)
+    trained = pixelwise_outputs(logits, vote=False)
+    assert torch.allclose(torch.sigmoid(trained["seg"]), 1 - probs[:, :1], atol=1e-6)
+    voted = pixelwise_outputs(logits, vote=True)
+    assert torch.allclose(voted["cls"][0].exp(), torch.tensor([0.0, 1.0]), atol=1e-5)
+    # image 1 has no tumour pixel: the mean probability decides
+    assert torch.allclose(voted["cls"][1], trained["cls"][1])
+    masks = torch.zeros(2, 1, 8, 8)
+    masks[0, :, 2:5, 2:5] = 1
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[0, 2:5, 2:5] = 2  # malignant (label 1) tumour pixels are class 2
+    loss = TrialLoss(SEG_CLS, ("pixel_classes",))
+    terms = loss.terms(voted, masks, torch.tensor([1, 0]))
+    assert set(terms) == {"pixel_ce", "total"}
+    assert torch.allclose(terms["total"], torch.nn.functional.cross_entropy(logits, target))
+    assert torch.equal(terms["total"], pixel_class_loss(voted, masks, torch.tensor([1, 0])))
+    assert "pixel CE" in loss.describe()

@@ -118,7 +118,8 @@ def test_cosine_schedule_matches_spec():
 @pytest.mark.parametrize("method", ["unet", "clsnet", "cunet", "cugnet", "caunet", "cuanet",
                                     "cuganet", "cmsunet", "camsunet", "acsnet", "fcn", "fcn8s",
                                     "deeplabv3plus", "fpn", "unetplusplus", "transunet",
-                                    "wang2018", "chen2019", "qu2019"])
+                                    "wang2018", "chen2019", "qu2019", "qu2019-pixelwise",
+                                    "chen2019-mtnet"])
 def test_builtin_methods_train_end_to_end(tmp_path, plugins, method):
     result = run_trial(spec_for(tmp_path, method, epochs=1, size=32), plugins)
     assert result.status == "finished"
@@ -127,7 +128,8 @@ def test_builtin_methods_train_end_to_end(tmp_path, plugins, method):
     assert ("cls.acc" in result.fold_metrics) == ("cls" in card.tasks)
     # the paper's convention counts ResNet-18 encoders twice (not Qu's: Table 5 counts it
     # once) and misses TransUNet's standardised convs (spec §7)
-    assert (result.profile["paper_params"] == result.profile["params"]) == (method == "qu2019")
+    assert (result.profile["paper_params"] == result.profile["params"]) == (
+        method in ("qu2019", "qu2019-pixelwise", "chen2019-mtnet"))
     assert result.env["weights"] == []  # smoke: random init, no LossNet
 
 

@@ -14,11 +14,15 @@ image-level benign/malignant head, trained with the protocol's loss λ·CE + (1�
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mtlbench.cards import ImageFeatures, MethodCard, ModelConfig
 from mtlbench.hookspecs import hookimpl
+from mtlbench.losses import PIXEL_LOGITS
 from mtlbench.models import (
     EncoderDecoderNet,
     ResNet18Encoder,
@@ -122,18 +126,25 @@ class QuUpBlock(nn.Module):
 
 
 class QuNet(nn.Module):
-    """ResNet-18 encoder, Qu's four up-blocks on skips e4, e3, e2, e1 (widths 256, 128, 64, 64),
-    a final 2×2 transposed conv to one mask-logit channel at full size, and an image-level head
-    GAP(e5) → FC 512→512 → ReLU → FC 512→K."""
+    """ResNet-18 encoder, Qu's four up-blocks on skips e4, e3, e2, e1 (widths 256, 128, 64, 64)
+    and a final 2×2 transposed conv to full size.
 
-    def __init__(self, encoder: ResNet18Encoder, num_classes: int = 2) -> None:
+    Default: one mask-logit channel and an image-level head GAP(e5) → FC 512→512 → ReLU →
+    FC 512→K. ``pixelwise=True`` (Qu's own formulation): 1 + K channels, background and each
+    class per pixel, no image head; see ``pixelwise_outputs``.
+    """
+
+    def __init__(self, encoder: ResNet18Encoder, num_classes: int = 2,
+                 pixelwise: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         c1, c2, c3, c4, c5 = encoder.channels
         self.ups = nn.ModuleList([QuUpBlock(c5, c4, 256), QuUpBlock(256, c3, 128),
                                   QuUpBlock(128, c2, 64), QuUpBlock(64, c1, 64)])
-        self.final = nn.ConvTranspose2d(64, 1, kernel_size=2, stride=2)
-        self.classifier = SingleScaleClassifier(c5, hidden=512, num_classes=num_classes)
+        self.final = nn.ConvTranspose2d(64, 1 + num_classes if pixelwise else 1, kernel_size=2,
+                                        stride=2)
+        self.classifier = (None if pixelwise else
+                           SingleScaleClassifier(c5, hidden=512, num_classes=num_classes))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         check_input(x, in_channels=3, multiple=32)
@@ -141,11 +152,36 @@ class QuNet(nn.Module):
         d = e5
         for up, skip in zip(self.ups, (e4, e3, e2, e1), strict=True):
             d = up(d, skip)
-        return {"seg": self.final(d), "cls": self.classifier(e5)}
+        logits = self.final(d)
+        if self.classifier is None:
+            return pixelwise_outputs(logits, vote=not self.training)
+        return {"seg": logits, "cls": self.classifier(e5)}
 
 
-def build_qu2019(config: ModelConfig) -> QuNet:
-    return QuNet(_encoder(config), num_classes=config.num_classes)
+def pixelwise_outputs(pixel_logits: torch.Tensor, vote: bool) -> dict[str, torch.Tensor]:
+    """The model contract from (B, 1 + K, H, W) pixel logits (spec §8.4, ``--qu-pixelwise``).
+
+    ``seg``: the logit of P(tumour) = 1 − P(background). ``cls``: log of each class's share of
+    the tumour: by mean probability over the pixels, weighted by P(tumour) (training); by
+    majority vote of the pixels predicted tumour (``vote``, at evaluation), falling back to the
+    mean probability for an image with no tumour pixel.
+    """
+    log_p = torch.log_softmax(pixel_logits.float(), dim=1)
+    seg = torch.logsumexp(log_p[:, 1:], dim=1, keepdim=True) - log_p[:, :1]
+    probs = log_p.exp()
+    classes = probs[:, 1:]
+    share = classes.sum((2, 3)) / classes.sum((1, 2, 3)).clamp_min(1e-12).unsqueeze(1)
+    if vote:
+        tumour = (probs[:, 0] < 0.5).unsqueeze(1)
+        winner = F.one_hot(classes.argmax(1), classes.shape[1]).permute(0, 3, 1, 2)
+        votes = (winner * tumour).sum((2, 3)).float()
+        counted = votes.sum(1, keepdim=True)
+        share = torch.where(counted > 0, votes / counted.clamp_min(1), share)
+    return {"seg": seg, "cls": torch.log(share.clamp_min(1e-6)), PIXEL_LOGITS: pixel_logits}
+
+
+def build_qu2019(config: ModelConfig, pixelwise: bool = False) -> QuNet:
+    return QuNet(_encoder(config), num_classes=config.num_classes, pixelwise=pixelwise)
 
 
 # --- Wang et al. 2018 -------------------------------------------------------------------------
@@ -311,6 +347,23 @@ CHEN_MTNET = MethodCard(
 )
 
 
+#: Qu et al.'s own pixel-wise formulation, an option of ``qu2019`` (spec §8.4).
+QU_PIXELWISE = MethodCard(
+    name="qu2019-pixelwise", build=partial(build_qu2019, pixelwise=True),
+    tasks=frozenset({"seg", "cls"}), family="multi-task", option_of="qu2019",
+    citation=CITATIONS["qu2019"], extra_losses=("pixel_classes",),
+    weights=(RESNET18_IMAGENET,),
+    description=(
+        "Qu et al.'s pixel-wise formulation (an option of qu2019, spec §8.4): the same "
+        "ResNet-18 + Qu decoder with 1 + K output channels (background, benign tumour, "
+        "malignant tumour) trained with pixel cross-entropy only; the mask is the "
+        "non-background, the image's class the majority vote of its tumour pixels "
+        "(mean probability while training and for images with no tumour pixel). Closer to "
+        "Qu's method than qu2019, but not what Table 5's complexity suggests the paper ran."
+    ),
+)
+
+
 @hookimpl
 def mtlbench_register_methods(register):
     # Chen's adaptation shares the ACSNet code's skeleton, so its encoder was registered twice
@@ -322,3 +375,4 @@ def mtlbench_register_methods(register):
     register(CHEN_MTNET)
     register(_card("qu2019", build_qu2019, extra_losses=("qu_perceptual",),
                    thop_double_counted=()))
+    register(QU_PIXELWISE)
