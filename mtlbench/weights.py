@@ -75,7 +75,8 @@ KNOWN_WEIGHTS = {
         WeightsSource(
             LOSSNET_VGG16, "vgg16-397923af.pth",
             "https://download.pytorch.org/models/vgg16-397923af.pth",
-            "torchvision VGG-16 ImageNet weights (IMAGENET1K_V1) for LossNet",
+            "torchvision VGG-16 ImageNet weights (IMAGENET1K_V1) for the perceptual losses "
+            "(LossNet; Qu et al.'s term)",
             "run with --set lossnet_weight=0 (LossNet) and --set perceptual_weight=0 (Qu et "
             "al.'s term) to train without them, or with --set "
             "lossnet_vgg=random for a random VGG-16 (recorded with every result: it is not the "
