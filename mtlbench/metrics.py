@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 from sklearn.metrics import (
     accuracy_score,
     f1_score,
@@ -50,14 +51,12 @@ PAPER_EPS = 1e-5
 GT_SOFT_ONE = 255
 """Value of ``gt_soft`` that stands for the paper's GT == 1.0."""
 
-# 2-D cross (connectivity 1): the footprint MedPy uses for 2-D arrays.
-_CROSS = ndimage.generate_binary_structure(2, 1)
-
 # Why the distances are hand-written rather than calling MedPy: MedPy raises RuntimeError on an
 # empty mask, it runs two erosions and a full-image EDT per direction and per metric (so HD95 + ASD
 # costs three EDTs on the whole image), and we need both the 2-D contour mode and the (1, H, W)
-# region mode. Below, each direction needs one EDT on a small crop, and the values are identical to
-# MedPy's (checked in tests/test_metrics.py).
+# region mode. Below, the contour mode queries k-d trees of the two contours (a few hundred
+# points) and the region mode runs one EDT per direction on a small crop; the values are identical
+# to MedPy's (checked in tests/test_metrics.py; benchmarks/metrics_vs_medpy.py measures both).
 
 
 def _check_pair(pred: np.ndarray, gt: np.ndarray) -> None:
@@ -90,8 +89,25 @@ def _union_crop(a: np.ndarray, b: np.ndarray) -> tuple[slice, slice]:
 
 
 def _inner_border(mask: np.ndarray) -> np.ndarray:
-    """MedPy's surface: ``mask XOR erosion(mask)`` with a 2-D cross and border value 0."""
-    return mask ^ ndimage.binary_erosion(mask, structure=_CROSS, border_value=0)
+    """MedPy's surface: ``mask XOR erosion(mask)`` with a 2-D cross and border value 0.
+
+    Written as four shifted ANDs rather than ``ndimage.binary_erosion``: the same pixels
+    (tested against MedPy), several times faster on the small crops used here.
+    """
+    padded = np.pad(mask, 1)
+    eroded = (mask & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2]
+              & padded[1:-1, 2:])
+    return mask & ~eroded
+
+
+def _directed_between(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distances from every ``src`` pixel to the nearest ``dst`` pixel and back (float64).
+
+    For contours (a few hundred pixels) nearest-neighbour queries on k-d trees are faster than
+    the distance transform of the whole crop, and exact in the same Euclidean metric.
+    """
+    a, b = np.argwhere(src), np.argwhere(dst)
+    return cKDTree(b).query(a)[0], cKDTree(a).query(b)[0]
 
 
 def _directed(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -108,8 +124,7 @@ def _hd95_asd(d_pred_to_gt: np.ndarray, d_gt_to_pred: np.ndarray) -> tuple[float
 def _strict_distances(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     """Contour-to-contour HD95 and ASD of two non-empty 2-D masks."""
     crop = _union_crop(pred, gt)
-    pred_b, gt_b = _inner_border(pred[crop]), _inner_border(gt[crop])
-    return _hd95_asd(_directed(pred_b, gt_b), _directed(gt_b, pred_b))
+    return _hd95_asd(*_directed_between(_inner_border(pred[crop]), _inner_border(gt[crop])))
 
 
 def _paper_distances(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
