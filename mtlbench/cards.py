@@ -28,6 +28,20 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+Published = tuple[float, float]  # (mean, std) as a paper prints it
+
+
+def seg_numbers(dice: Published, jaccard: Published, hd95: Published,
+                asd: Published) -> dict[str, Published]:
+    """A paper's segmentation numbers under the names ``MethodCard.published`` uses."""
+    return {"Dice": dice, "Jaccard": jaccard, "HD95": hd95, "ASD": asd}
+
+
+def cls_numbers(acc: Published, pre: Published, rec: Published) -> dict[str, Published]:
+    """A paper's classification numbers under the names ``MethodCard.published`` uses."""
+    return {"ACC": acc, "PRE": pre, "REC": rec}
+
+
 @dataclass(frozen=True)
 class ImageFeatures:
     """Fixed (not learned) per-image feature channels a method reads besides the image.

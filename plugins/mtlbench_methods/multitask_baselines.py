@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtlbench.cards import ImageFeatures, MethodCard, ModelConfig
+from mtlbench.cards import ImageFeatures, MethodCard, ModelConfig, cls_numbers, seg_numbers
 from mtlbench.hookspecs import hookimpl
 from mtlbench.losses import PIXEL_LOGITS
 from mtlbench.models import (
@@ -256,37 +256,30 @@ def build_wang2018(config: ModelConfig) -> WangNet:
 
 # --- cards ------------------------------------------------------------------------------------
 
-def _seg(dice, jac, hd, asd):
-    return {"Dice": dice, "Jaccard": jac, "HD95": hd, "ASD": asd}
-
-
-def _cls(acc, pre, rec):
-    return {"ACC": acc, "PRE": pre, "REC": rec}
-
 
 # BUSI: Table 4 (classification) and Table 5 (segmentation, thop complexity); BUS (UDIAT):
 # Tables 6 and 7. HD95/ASD in pixels at 256² (the paper says mm).
 PUBLISHED = {
     "wang2018": {
-        "busi": {**_seg((82.76, 1.62), (76.30, 2.03), (14.39, 2.79), (4.45, 1.76)),
-                 **_cls((92.86, 2.84), (92.93, 2.93), (92.13, 3.61)),
+        "busi": {**seg_numbers((82.76, 1.62), (76.30, 2.03), (14.39, 2.79), (4.45, 1.76)),
+                 **cls_numbers((92.86, 2.84), (92.93, 2.93), (92.13, 3.61)),
                  "gmacs_paper": (37.86, 0.0), "mparams_paper": (29.38, 0.0)},
-        "bus": {**_seg((85.76, 4.54), (79.40, 4.91), (9.98, 4.37), (3.35, 2.46)),
-                **_cls((85.89, 2.42), (86.68, 1.97), (83.22, 3.27))},
+        "bus": {**seg_numbers((85.76, 4.54), (79.40, 4.91), (9.98, 4.37), (3.35, 2.46)),
+                **cls_numbers((85.89, 2.42), (86.68, 1.97), (83.22, 3.27))},
     },
     "chen2019": {
-        "busi": {**_seg((82.38, 0.82), (75.48, 0.47), (16.51, 0.67), (5.20, 1.52)),
-                 **_cls((92.22, 1.91), (92.32, 1.88), (92.25, 1.89)),
+        "busi": {**seg_numbers((82.38, 0.82), (75.48, 0.47), (16.51, 0.67), (5.20, 1.52)),
+                 **cls_numbers((92.22, 1.91), (92.32, 1.88), (92.25, 1.89)),
                  "gmacs_paper": (27.90, 0.0), "mparams_paper": (34.72, 0.0)},
-        "bus": {**_seg((86.32, 2.19), (79.98, 1.87), (9.79, 2.48), (3.11, 1.96)),
-                **_cls((84.02, 3.69), (84.20, 3.56), (80.38, 4.52))},
+        "bus": {**seg_numbers((86.32, 2.19), (79.98, 1.87), (9.79, 2.48), (3.11, 1.96)),
+                **cls_numbers((84.02, 3.69), (84.20, 3.56), (80.38, 4.52))},
     },
     "qu2019": {
-        "busi": {**_seg((82.28, 0.99), (75.48, 1.03), (17.71, 2.12), (5.41, 1.45)),
-                 **_cls((94.13, 1.98), (94.51, 1.48), (93.58, 1.36)),
+        "busi": {**seg_numbers((82.28, 0.99), (75.48, 1.03), (17.71, 2.12), (5.41, 1.45)),
+                 **cls_numbers((94.13, 1.98), (94.51, 1.48), (93.58, 1.36)),
                  "gmacs_paper": (5.82, 0.0), "mparams_paper": (14.55, 0.0)},
-        "bus": {**_seg((83.06, 4.05), (75.56, 3.68), (13.51, 4.29), (3.50, 1.74)),
-                **_cls((88.33, 4.16), (89.16, 2.89), (84.12, 6.99))},
+        "bus": {**seg_numbers((83.06, 4.05), (75.56, 3.68), (13.51, 4.29), (3.50, 1.74)),
+                **cls_numbers((88.33, 4.16), (89.16, 2.89), (84.12, 6.99))},
     },
 }
 

@@ -12,7 +12,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from mtlbench.cards import MethodCard, ModelConfig
+from mtlbench.cards import MethodCard, ModelConfig, seg_numbers
 from mtlbench.hookspecs import hookimpl
 from mtlbench.models import ResNet18Encoder, SegmentationOnly
 
@@ -104,27 +104,24 @@ def build_smp(kind: str, config: ModelConfig) -> SegmentationOnly:
     return SegmentationOnly(net)
 
 
-def _seg(dice, jac, hd, asd):
-    return {"Dice": dice, "Jaccard": jac, "HD95": hd, "ASD": asd}
-
 
 # BUSI: Table 5 (with its FLOPs/params: thop with the encoder registered twice, spec §7);
 # BUS (UDIAT): Table 7. HD95/ASD in pixels at 256² (the paper says mm).
 PUBLISHED = {
-    "fcn": {"busi": {**_seg((81.46, 1.50), (73.90, 1.66), (16.14, 1.69), (4.50, 0.36)),
+    "fcn": {"busi": {**seg_numbers((81.46, 1.50), (73.90, 1.66), (16.14, 1.69), (4.50, 0.36)),
                      "gmacs_paper": (9.54, 0.0), "mparams_paper": (22.35, 0.0)},
-            "bus": _seg((84.36, 3.31), (76.62, 4.21), (8.57, 4.30), (2.31, 2.21))},
-    "fpn": {"busi": {**_seg((82.68, 0.69), (75.88, 0.72), (15.98, 1.27), (4.26, 0.68)),
+            "bus": seg_numbers((84.36, 3.31), (76.62, 4.21), (8.57, 4.30), (2.31, 2.21))},
+    "fpn": {"busi": {**seg_numbers((82.68, 0.69), (75.88, 0.72), (15.98, 1.27), (4.26, 0.68)),
                      "gmacs_paper": (14.41, 0.0), "mparams_paper": (28.91, 0.0)},
-            "bus": _seg((83.00, 3.73), (75.52, 3.36), (14.28, 1.87), (4.97, 1.61))},
+            "bus": seg_numbers((83.00, 3.73), (75.52, 3.36), (14.28, 1.87), (4.97, 1.61))},
     "deeplabv3plus": {
-        "busi": {**_seg((83.34, 0.96), (76.30, 0.88), (14.87, 1.18), (4.26, 0.64)),
+        "busi": {**seg_numbers((83.34, 0.96), (76.30, 0.88), (14.87, 1.18), (4.26, 0.64)),
                  "gmacs_paper": (15.08, 0.0), "mparams_paper": (27.78, 0.0)},
-        "bus": _seg((86.78, 3.70), (80.34, 4.58), (9.81, 5.06), (3.11, 2.24))},
+        "bus": seg_numbers((86.78, 3.70), (80.34, 4.58), (9.81, 5.06), (3.11, 2.24))},
     "unetplusplus": {
-        "busi": {**_seg((82.80, 0.87), (76.04, 1.03), (14.83, 0.67), (4.18, 1.26)),
+        "busi": {**seg_numbers((82.80, 0.87), (76.04, 1.03), (14.83, 0.67), (4.18, 1.26)),
                  "gmacs_paper": (35.20, 0.0), "mparams_paper": (16.80, 0.0)},
-        "bus": _seg((87.37, 2.29), (81.30, 2.89), (9.05, 1.49), (2.19, 0.72))},
+        "bus": seg_numbers((87.37, 2.29), (81.30, 2.89), (9.05, 1.49), (2.19, 0.72))},
 }
 
 DESCRIPTIONS = {

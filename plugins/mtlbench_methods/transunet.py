@@ -6,7 +6,7 @@ listing methods does not pay for importing timm's transformer code.
 
 from __future__ import annotations
 
-from mtlbench.cards import MethodCard, ModelConfig
+from mtlbench.cards import MethodCard, ModelConfig, seg_numbers
 from mtlbench.hookspecs import hookimpl
 from mtlbench.models import SegmentationOnly
 from mtlbench.weights import R50_VIT_IN21K
@@ -28,10 +28,9 @@ DESCRIPTION = (
 
 # Table 5 (BUSI) with its thop complexity, Table 7 (BUS). HD95/ASD in pixels at 256².
 PUBLISHED = {
-    "busi": {"Dice": (83.82, 0.89), "Jaccard": (77.12, 0.84), "HD95": (14.69, 1.68),
-             "ASD": (4.11, 1.09), "gmacs_paper": (32.23, 0.0), "mparams_paper": (93.23, 0.0)},
-    "bus": {"Dice": (87.86, 2.51), "Jaccard": (81.38, 3.28), "HD95": (8.39, 1.39),
-            "ASD": (2.74, 1.21)},
+    "busi": {**seg_numbers((83.82, 0.89), (77.12, 0.84), (14.69, 1.68), (4.11, 1.09)),
+             "gmacs_paper": (32.23, 0.0), "mparams_paper": (93.23, 0.0)},
+    "bus": seg_numbers((87.86, 2.51), (81.38, 3.28), (8.39, 1.39), (2.74, 1.21)),
 }
 
 
