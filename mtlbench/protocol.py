@@ -127,9 +127,10 @@ _PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
     "paper": (
         "The ACSNet paper's protocol (spec §1, §3, §4): 256², Adam 1e-4, cosine to 0.1, "
         "flips p=0.6, rotation ±30°, ImageNet encoder, loss λ·CE + (1−λ)·(Dice + 0.2·LossNet "
-        "with an ImageNet VGG-16); BUSI 16×100, BUS 4×90.",
+        "with an ImageNet VGG-16); BUSI 16×100, BUS 4×90. Forward pass under bfloat16 autocast "
+        "(AMP, which the spec allows when reported; --set precision=fp32 for full float32).",
         dict(image_size=256, batch_size=16, epochs=100, lr=1e-4, beta2=0.99,
-             pretrained="imagenet", eval_batch_size=16),
+             pretrained="imagenet", precision="bf16", eval_batch_size=64),
         {"busi": dict(batch_size=16, epochs=100), "bus": dict(batch_size=4, epochs=90),
          # the synthetic set has BUS's size, so it gets BUS's schedule
          "synthetic": dict(batch_size=4, epochs=90)},

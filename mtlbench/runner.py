@@ -21,7 +21,7 @@ from mtlbench.protocol import Protocol, ProtocolError
 from mtlbench.report import write_leaderboard
 from mtlbench.store import Store
 from mtlbench.train import fold_indices, load_arrays
-from mtlbench.trial import TrialResult, TrialSpec
+from mtlbench.trial import SpeedOptions, TrialResult, TrialSpec
 from mtlbench.weights import ensure_weights, required_weights
 
 
@@ -48,7 +48,8 @@ class RunSummary:
 
 def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Protocol,
              run_dir: Path, folds: list[int] | None = None, data_root: str | None = None,
-             cache_dir: str | None = None, device: str = "cpu") -> RunPlan:
+             cache_dir: str | None = None, device: str = "cpu",
+             speed: SpeedOptions | None = None) -> RunPlan:
     """Trial specs for every (method, fold), after the early checks; finished ones are skipped."""
     card, options = lookup_dataset(plugins.datasets, dataset)
     dataset = canonical_dataset_spec(card.name, options)
@@ -64,8 +65,10 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
         raise ValueError(f"--folds {bad}: the protocol has folds 0..{protocol.folds - 1}")
     arrays = load_arrays(card, data_root, protocol.image_size, cache_dir,
                          tuple(sorted(options.items())))
-    specs = [TrialSpec(dataset, m, f, protocol, str(run_dir), data_root, cache_dir, device)
-             for m in methods for f in folds]
+    speed = speed or SpeedOptions()
+    check_speed(speed, device)
+    specs = [TrialSpec(dataset, m, f, protocol, str(run_dir), data_root, cache_dir, device,
+                       speed) for m in methods for f in folds]
     if specs:
         fold_indices(specs[0], arrays)  # computes and saves the split once, or checks it
     with Store.in_run_dir(run_dir) as store:
@@ -84,6 +87,20 @@ def check_precision(protocol: Protocol, device: str) -> None:
         if not torch.cuda.is_bf16_supported():
             raise ProtocolError(f"protocol {protocol.name!r} runs in bfloat16, which "
                                 f"{device} does not support; add --set precision=fp32")
+
+
+def check_speed(speed: SpeedOptions, device: str) -> None:
+    """Raise ProtocolError when a speed option cannot work here (before any training)."""
+    if speed.checkpoint_every_s < 0:
+        raise ProtocolError(f"--checkpoint-every {speed.checkpoint_every_s:g}: must be ≥ 0 "
+                            "seconds (0 writes a checkpoint after every epoch)")
+    if speed.compile and not device.startswith("cuda"):
+        import shutil
+
+        if not any(shutil.which(cc) for cc in ("cc", "gcc", "clang", "c++", "g++")):
+            raise ProtocolError("--compile on the CPU needs a C/C++ compiler for torch.compile's "
+                                "kernels, and none is on PATH; install one or leave out "
+                                "--compile")
 
 
 @contextmanager

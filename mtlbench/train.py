@@ -2,8 +2,10 @@
 
 Every executor runs every trial through this function. The data of a fold lives in memory as
 uint8 tensors on the training device and is augmented a whole batch at a time, so no
-DataLoader worker is needed. A checkpoint is written atomically after every epoch; a trial
-whose checkpoint exists resumes from it.
+DataLoader worker is needed, and a training step never waits for the device (no per-step
+``.item()`` or host copy: losses are summed on the device and read once per epoch). A
+checkpoint is written atomically after an epoch (every epoch, or every
+``SpeedOptions.checkpoint_every_s``); a trial whose checkpoint exists resumes from it.
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ import torch
 from torch.utils.serialization import config as serialization_config
 
 from mtlbench.cards import DatasetCard, MethodCard, ModelConfig
-from mtlbench.data.augment import augment_batch
+from mtlbench.data.augment import augment_batch, draw_augmentations
 from mtlbench.data.features import feature_arrays
 from mtlbench.data.prepare import DatasetArrays, lookup_dataset, prepare_dataset, resolve_root
 from mtlbench.data.splits import load_or_make_split, split_path
 from mtlbench.losses import PIXEL_LOGITS, TrialLoss
 from mtlbench.metrics import classification_metrics, seg_metrics
 from mtlbench.plugins import Plugins, load_plugins
-from mtlbench.profile import profile_model
+from mtlbench.profile import ModelProfile, profile_model
 from mtlbench.protocol import Protocol
 from mtlbench.trial import TrialResult, TrialSpec
 from mtlbench.weights import required_weights
@@ -106,13 +108,20 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
     train_idx, test_idx = fold_indices(spec, arrays)
     device = torch.device(spec.device)
 
+    if device.type == "cuda":
+        # The shapes never change within a trial, so cuDNN's autotuner pays off at once.
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(p.seed)
     config = ModelConfig(num_classes=len(arrays.classes), in_channels=method.in_channels,
                          image_size=p.image_size, pretrained=p.pretrained)
     model = method.build(config)
-    profile = profile_model(model, p.image_size, method.in_channels,
-                            double_counted=method.thop_double_counted)
+    profile = cached_profile(method, model, p.image_size)
+    channels_last = spec.speed.channels_last_on(spec.device)
     model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if spec.speed.compile else model
     loss = build_loss(method, p).to(device)
     # One parameter group: the learned loss weights of loss_mode=code get the same Adam
     # settings, weight decay included, as in the released code (spec §3).
@@ -136,17 +145,21 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
     train = to_tensors(arrays, train_idx, device, features)
     test = to_tensors(arrays, test_idx, device, features)
     owner = plugins.methods.owner(spec.method)
+    last_save = time.perf_counter()
     for epoch in range(state.epoch + 1, p.epochs):
-        record = train_epoch(model, loss, method, owner, train, optimizer, generator, p, epoch)
+        record = train_epoch(forward, loss, method, owner, train, optimizer, generator, p, epoch,
+                             channels_last)
         scheduler.step()
         if p.checkpoint == "paper":
-            score = selection_score(model, method, test, arrays, test_idx, p, record)
+            score = selection_score(forward, test, arrays, test_idx, p, record, channels_last)
             if score > state.best_score:
                 state.best_score, state.best_epoch = score, epoch
                 state.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
         state.epoch = epoch
         state.curve.append(record)
-        save_checkpoint(spec, model, loss, optimizer, scheduler, generator, state)
+        if time.perf_counter() - last_save >= spec.speed.checkpoint_every_s:
+            save_checkpoint(spec, model, loss, optimizer, scheduler, generator, state)
+            last_save = time.perf_counter()
         if on_epoch:
             on_epoch(spec, record)
     train_s = time.perf_counter() - started
@@ -156,7 +169,7 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
         model.load_state_dict(state.best_model)
         selected = state.best_epoch
     eval_started = time.perf_counter()
-    rows, fold_metrics = evaluate(model, method, test, arrays, test_idx, p)
+    rows, fold_metrics = evaluate(forward, method, test, arrays, test_idx, p, channels_last)
     eval_s = time.perf_counter() - eval_started
     epochs_run = max(1, p.epochs - 1 - resumed_from)
     return TrialResult(
@@ -168,10 +181,13 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
                  "image_size": p.image_size},
         timing={"train_s": train_s, "eval_s": eval_s, "wall_s": train_s + eval_s,
                 "train_images_per_s": epochs_run * len(train_idx) / max(train_s, 1e-9),
-                "eval_images_per_s": len(test_idx) / max(eval_s, 1e-9)},
+                "eval_images_per_s": len(test_idx) / max(eval_s, 1e-9),
+                **peak_memory(device)},
         env={**environment(spec, plugins, owner), "loss": loss.describe(),
              "lossnet_vgg": loss.lossnet.weights if loss.lossnet is not None else None,
-             "weights": required_weights([method], p)},
+             "weights": required_weights([method], p),
+             "speed": {"channels_last": channels_last, "compile": spec.speed.compile,
+                       "checkpoint_every_s": spec.speed.checkpoint_every_s}},
         selected_epoch=selected, resumed_from_epoch=resumed_from,
     )
 
@@ -220,23 +236,34 @@ def normalise(images_01: torch.Tensor, p: Protocol) -> torch.Tensor:
     return gray if images_01.shape[1] == 1 else torch.cat([gray, images_01[:, 1:]], dim=1)
 
 
+def model_input(images_01: torch.Tensor, p: Protocol, channels_last: bool) -> torch.Tensor:
+    """The normalised batch in the memory format the model was put in."""
+    x = normalise(images_01, p)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 def train_epoch(model, loss: TrialLoss, method: MethodCard, owner: str, data: FoldTensors,
-                optimizer, generator: torch.Generator, p: Protocol, epoch: int) -> dict:
+                optimizer, generator: torch.Generator, p: Protocol, epoch: int,
+                channels_last: bool = False) -> dict:
     """One pass over the training cases in a random order; returns the epoch's curve record."""
     model.train()
     started = time.perf_counter()
     n = data.labels.shape[0]
-    order = torch.randperm(n, generator=generator).to(data.labels.device)
+    device = data.labels.device
+    order = torch.randperm(n, generator=generator).to(device)
     batches = [order[i:i + p.batch_size] for i in range(0, n, p.batch_size)]
     if len(batches) > 1 and len(batches[-1]) == 1:  # BatchNorm cannot train on one sample
         batches = batches[:-1]
+    draws = draw_augmentations(sum(len(b) for b in batches), generator, device)
     sums: dict[str, torch.Tensor] = {}
+    offset = 0
     for step, idx in enumerate(batches):
         images = data.images[idx].float().div_(255)
         masks = data.masks[idx].float()
-        images, masks = augment_batch(images, masks, p, generator)
+        images, masks = augment_batch(images, masks, p, draws[offset:offset + len(idx)])
+        offset += len(idx)
         with autocast(p, images.device):
-            outputs = model(normalise(images, p))
+            outputs = model(model_input(images, p, channels_last))
         if epoch == 0 and step == 0:
             check_contract(outputs, method, owner, images.shape[0], p.image_size)
         terms = loss.terms(outputs, masks, data.labels[idx])
@@ -285,25 +312,32 @@ def check_contract(outputs, method: MethodCard, owner: str, batch: int, size: in
 
 
 @torch.no_grad()
-def predict(model, data: FoldTensors, p: Protocol) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Sigmoid segmentation probabilities (N, S, S) and class probabilities (N, K), or None."""
+def predict(model, data: FoldTensors, p: Protocol, channels_last: bool = False
+            ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Sigmoid segmentation probabilities (N, S, S) and class probabilities (N, K), or None.
+
+    Batches of ``eval_batch_size``; the outputs stay on the device until the last batch, so
+    the host waits for the device once.
+    """
     model.eval()
     seg, cls = [], []
     for i in range(0, data.labels.shape[0], p.eval_batch_size):
         images = data.images[i:i + p.eval_batch_size].float().div_(255)
         with autocast(p, images.device):
-            outputs = model(normalise(images, p))
+            outputs = model(model_input(images, p, channels_last))
         if "seg" in outputs:
-            seg.append(torch.sigmoid(outputs["seg"].float())[:, 0].cpu())
+            seg.append(torch.sigmoid(outputs["seg"].float())[:, 0])
         if "cls" in outputs:
-            cls.append(torch.softmax(outputs["cls"].float(), 1).cpu())
-    return (torch.cat(seg).numpy() if seg else None, torch.cat(cls).numpy() if cls else None)
+            cls.append(torch.softmax(outputs["cls"].float(), 1))
+    return (torch.cat(seg).cpu().numpy() if seg else None,
+            torch.cat(cls).cpu().numpy() if cls else None)
 
 
 def evaluate(model, method: MethodCard, data: FoldTensors, arrays: DatasetArrays,
-             indices: list[int], p: Protocol) -> tuple[list[dict], dict[str, float]]:
+             indices: list[int], p: Protocol, channels_last: bool = False
+             ) -> tuple[list[dict], dict[str, float]]:
     """Per-image rows and per-fold metrics of the test cases (both metric modes, spec §6)."""
-    seg_probs, cls_probs = predict(model, data, p)
+    seg_probs, cls_probs = predict(model, data, p, channels_last)
     idx = np.asarray(indices)
     labels = arrays.labels[idx]
     rows = [{"case_id": arrays.ids[i], "label": int(arrays.labels[i])} for i in idx]
@@ -325,14 +359,54 @@ def evaluate(model, method: MethodCard, data: FoldTensors, arrays: DatasetArrays
     return rows, fold
 
 
-def selection_score(model, method, test, arrays, test_idx, p, record) -> float:
-    """The paper's checkpoint score on the test fold, 0.7·Dice + 0.3·ACC (spec §4; leaky)."""
-    _, fold = evaluate(model, method, test, arrays, test_idx, p)
-    dice, acc = fold.get("strict.dice"), fold.get("cls.acc")
+def selection_score(model, test: FoldTensors, arrays: DatasetArrays, test_idx: list[int],
+                    p: Protocol, record: dict, channels_last: bool = False) -> float:
+    """The paper's checkpoint score on the test fold, 0.7·Dice + 0.3·ACC (spec §4; leaky).
+
+    Dice is the strict fold mean (equal to ``evaluate``'s ``strict.dice``) and ACC the accuracy,
+    computed from the predictions alone: the distance metrics are not needed every epoch.
+    """
+    seg_probs, cls_probs = predict(model, test, p, channels_last)
+    idx = np.asarray(test_idx)
+    dice = acc = None
+    if seg_probs is not None:
+        dice = float(mean_dice(seg_probs >= 0.5, arrays.masks[idx].astype(bool)))
+    if cls_probs is not None:
+        acc = float(np.mean(cls_probs.argmax(1) == arrays.labels[idx]))
     record.update({"testfold_dice": dice, "testfold_acc": acc})
     if dice is not None and acc is not None:
         return 0.7 * dice + 0.3 * acc
     return dice if dice is not None else acc
+
+
+def mean_dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean strict Dice of (N, H, W) binary masks (1 where both are empty, as strict mode)."""
+    inter = np.count_nonzero(pred & gt, axis=(1, 2))
+    total = np.count_nonzero(pred, axis=(1, 2)) + np.count_nonzero(gt, axis=(1, 2))
+    return float(np.mean(np.where(total == 0, 1.0, 2.0 * inter / np.maximum(total, 1))))
+
+
+_PROFILES: dict[tuple, ModelProfile] = {}
+
+
+def cached_profile(method: MethodCard, model, size: int) -> ModelProfile:
+    """The model's size and cost, counted once per (method, size) in a process: the five folds
+    of a method build the same architecture, and counting TransUNet at 256² takes seconds."""
+    key = (method.name, method.build, size, method.in_channels, method.thop_double_counted)
+    if key not in _PROFILES:
+        _PROFILES[key] = profile_model(model, size, method.in_channels,
+                                       double_counted=method.thop_double_counted)
+    return _PROFILES[key]
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """Peak memory so far in MB: the device's allocations on CUDA (since the trial started),
+    the process's resident set otherwise (since the process started)."""
+    if device.type == "cuda":
+        return {"peak_device_mb": torch.cuda.max_memory_allocated(device) / 2**20}
+    import resource
+
+    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 @dataclass

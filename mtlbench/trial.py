@@ -12,6 +12,28 @@ from mtlbench.protocol import Protocol
 
 
 @dataclass(frozen=True)
+class SpeedOptions:
+    """How fast a trial runs, not what it computes: none of these enters the trial id.
+
+    ``channels_last``: NHWC memory format for the model and its inputs (None: on CUDA, where
+    bf16 tensor-core convolutions want it, off on the CPU, where it helped UNet by 16% but slowed
+    ACSNet's deformable convolutions by 6%). ``compile``: run the model through
+    ``torch.compile``. ``checkpoint_every_s``: write the resumable checkpoint after an epoch
+    only when this many seconds passed since the last one (0: after every epoch); an interrupted
+    trial loses at most that much training. On a GPU a BUS epoch takes less time than writing
+    ACSNet's 0.5 GB checkpoint.
+    """
+
+    channels_last: bool | None = None
+    compile: bool = False
+    checkpoint_every_s: float = 0.0
+
+    def channels_last_on(self, device: str) -> bool:
+        return self.channels_last if self.channels_last is not None else \
+            device.startswith("cuda")
+
+
+@dataclass(frozen=True)
 class TrialSpec:
     """Everything a worker needs to run one trial on its own."""
 
@@ -23,6 +45,7 @@ class TrialSpec:
     data_root: str | None = None
     cache_dir: str | None = None
     device: str = "cpu"
+    speed: SpeedOptions = field(default_factory=SpeedOptions)
 
     @property
     def seed(self) -> int:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mtlbench.cards import DatasetCard
-from mtlbench.data.augment import augment_batch
+from mtlbench.data.augment import augment_batch, draw_augmentations
 from mtlbench.data.cases import Case
 from mtlbench.data.prepare import DataNotFoundError, prepare_dataset, resolve_root
 from mtlbench.data.splits import SplitMismatchError, load_or_make_split, make_folds
@@ -102,12 +102,25 @@ def test_split_is_saved_reused_and_checked(tmp_path):
         load_or_make_split(path, arrays, 3, "stratified-group", 1)
 
 
+def draws(n: int, seed: int) -> torch.Tensor:
+    return draw_augmentations(n, torch.Generator().manual_seed(seed), torch.device("cpu"))
+
+
+def test_epoch_draws_equal_batch_by_batch_draws():
+    """Drawing an epoch's augmentations at once (one device copy) replays the per-batch draws."""
+    at_once = draws(10, 5)
+    generator = torch.Generator().manual_seed(5)
+    batches = [torch.rand(4, 4, generator=generator), torch.rand(4, 4, generator=generator),
+               torch.rand(2, 4, generator=generator)]
+    assert torch.equal(at_once, torch.cat(batches))
+
+
 def test_augmentation_moves_image_and_mask_together():
     protocol = get_protocol("paper", overrides={"hflip_p": "1", "vflip_p": "0",
                                                 "rotate_deg": "0"})
     images = torch.rand(4, 1, 32, 32)
     masks = (images > 0.5).float()
-    out_i, out_m = augment_batch(images, masks, protocol, torch.Generator().manual_seed(0))
+    out_i, out_m = augment_batch(images, masks, protocol, draws(4, 0))
     assert torch.equal(out_i, images.flip(3)) and torch.equal(out_m, masks.flip(3))
 
 
@@ -116,12 +129,12 @@ def test_rotation_keeps_mask_binary_and_aligned():
     images = torch.zeros(8, 1, 64, 64)
     images[:, :, 20:44, 28:36] = 1.0
     masks = images.clone()
-    out_i, out_m = augment_batch(images, masks, protocol, torch.Generator().manual_seed(3))
+    out_i, out_m = augment_batch(images, masks, protocol, draws(8, 3))
     assert set(out_m.unique().tolist()) <= {0.0, 1.0}
     assert not torch.equal(out_m, masks), "±30° rotations must change a bar"
     agreement = ((out_i > 0.5).float() == out_m).float().mean()
     assert agreement > 0.98
-    again = augment_batch(images, masks, protocol, torch.Generator().manual_seed(3))
+    again = augment_batch(images, masks, protocol, draws(8, 3))
     assert torch.equal(again[1], out_m), "same generator state, same augmentation"
 
 

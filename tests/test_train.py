@@ -151,3 +151,66 @@ def test_code_loss_mode_learns_the_task_weights_and_resumes_them(tmp_path, plugi
     assert result.env["loss"] == "code: uncertainty-weighted Dice + CE, no LossNet"
     saved = torch.load(spec.checkpoint_path, weights_only=True)["loss"]["weighting.sigma"]
     assert saved.tolist() == pytest.approx(list(sigmas[-1]))
+
+
+def test_selection_dice_equals_the_strict_fold_dice():
+    """The per-epoch selection score's Dice is evaluate's strict Dice, empty masks included."""
+    import numpy as np
+
+    from mtlbench.metrics import seg_metrics
+    from mtlbench.train import mean_dice
+
+    rng = np.random.default_rng(0)
+    pred = rng.random((6, 32, 32)) > 0.6
+    gt = rng.random((6, 32, 32)) > 0.5
+    pred[1] = gt[1] = False  # both empty: 1
+    pred[2] = False  # empty prediction: 0
+    strict = seg_metrics(pred, gt, gt.astype(np.uint8) * 255)["strict.dice"]
+    assert mean_dice(pred, gt) == pytest.approx(float(np.mean(strict)), abs=1e-12)
+
+
+def test_channels_last_and_sparse_checkpoints(tmp_path, plugins):
+    """channels_last gives the same trial up to float rounding and is recorded; with a long
+    checkpoint interval no checkpoint is written during the trial."""
+    from dataclasses import replace
+
+    from mtlbench.trial import SpeedOptions
+
+    plain = run_trial(spec_for(tmp_path / "a", "cunet", epochs=2, size=32), plugins)
+    spec = replace(spec_for(tmp_path / "b", "cunet", epochs=2, size=32),
+                   speed=SpeedOptions(channels_last=True, checkpoint_every_s=3600))
+    fast = run_trial(spec, plugins)
+    assert fast.trial_id == plain.trial_id, "speed options do not change the trial's identity"
+    assert fast.env["speed"] == {"channels_last": True, "compile": False,
+                                 "checkpoint_every_s": 3600}
+    assert plain.env["speed"]["channels_last"] is False  # off on the CPU unless asked
+    assert not spec.checkpoint_path.exists()
+    for a, b in zip(plain.curve, fast.curve, strict=True):
+        assert b["loss_total"] == pytest.approx(a["loss_total"], rel=2e-2)
+    assert "peak_rss_mb" in fast.timing and fast.timing["peak_rss_mb"] > 0
+
+
+def test_model_input_follows_the_memory_format():
+    from mtlbench.train import model_input
+
+    p = get_protocol("smoke")
+    x = model_input(torch.rand(2, 1, 32, 32), p, channels_last=True)
+    assert x.shape == (2, 3, 32, 32) and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_compiled_model_trains_to_the_same_result(tmp_path, plugins):
+    """--compile runs the model through torch.compile (about 30 s of compiling on this CPU);
+    the state dict, the checkpoint and the metrics are the plain model's."""
+    from dataclasses import replace
+
+    from mtlbench.trial import SpeedOptions
+
+    plain = run_trial(spec_for(tmp_path / "a", epochs=2, size=32), plugins)
+    spec = replace(spec_for(tmp_path / "b", epochs=2, size=32),
+                   speed=SpeedOptions(compile=True))
+    compiled = run_trial(spec, plugins)
+    assert compiled.env["speed"]["compile"] is True
+    assert compiled.fold_metrics["strict.dice"] == pytest.approx(
+        plain.fold_metrics["strict.dice"], abs=1e-3)
+    saved = torch.load(spec.checkpoint_path, weights_only=True)["model"]
+    assert not any(key.startswith("_orig_mod") for key in saved)

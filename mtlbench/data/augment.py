@@ -14,16 +14,28 @@ import torch.nn.functional as F
 
 from mtlbench.protocol import Protocol
 
+DRAWS_PER_SAMPLE = 4
+"""Uniform draws one sample's augmentation uses: h-flip, angle, angle sign, v-flip."""
+
+
+def draw_augmentations(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(n, 4) uniform draws from ``generator`` (a CPU generator, so a resumed trial replays the
+    same augmentations), moved to ``device`` in one copy.
+
+    A training epoch draws for all its samples at once: one host-to-device copy per epoch
+    instead of one per step, which on CUDA would wait for the GPU every step. Drawing n rows
+    at once gives the same numbers as drawing them batch by batch.
+    """
+    return torch.rand(n, DRAWS_PER_SAMPLE, generator=generator).to(device)
+
 
 def augment_batch(images: torch.Tensor, masks: torch.Tensor, protocol: Protocol,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                  draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Randomly flipped and rotated copies of ``images`` and ``masks`` (both float (B, C, H, W)).
 
-    The same transform is applied to a sample's image and mask; draws come from ``generator``
-    (on the CPU) so a resumed trial replays the same augmentations.
+    The same transform is applied to a sample's image and mask; ``draws`` holds the batch's
+    (B, 4) uniform draws (see ``draw_augmentations``), on the images' device.
     """
-    b = images.shape[0]
-    draws = torch.rand(b, 4, generator=generator)
     if protocol.hflip_p > 0:
         images, masks = _flip(images, masks, draws[:, 0] < protocol.hflip_p, dim=3)
     if protocol.rotate_deg > 0:
@@ -35,7 +47,7 @@ def augment_batch(images: torch.Tensor, masks: torch.Tensor, protocol: Protocol,
 
 
 def _flip(images, masks, chosen: torch.Tensor, dim: int):
-    chosen = chosen.to(images.device).view(-1, 1, 1, 1)
+    chosen = chosen.view(-1, 1, 1, 1)
     return (torch.where(chosen, images.flip(dim), images),
             torch.where(chosen, masks.flip(dim), masks))
 
@@ -51,7 +63,7 @@ def _angles(u: torch.Tensor, sign_draw: torch.Tensor, protocol: Protocol) -> tor
 
 
 def _rotate(images, masks, angles_deg: torch.Tensor):
-    theta = angles_deg.to(images.device, images.dtype) * (math.pi / 180)
+    theta = angles_deg.to(images.dtype) * (math.pi / 180)
     cos, sin = torch.cos(theta), torch.sin(theta)
     zero = torch.zeros_like(cos)
     matrix = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
