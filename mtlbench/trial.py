@@ -10,6 +10,9 @@ from typing import Any
 
 from mtlbench.protocol import Protocol
 
+DEFAULT_CHECKPOINT_EVERY_S = 60.0
+"""`mtlbench run`'s checkpoint interval: at most a minute of training lost to an interruption."""
+
 
 @dataclass(frozen=True)
 class SpeedOptions:
