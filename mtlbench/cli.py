@@ -47,7 +47,7 @@ from mtlbench.report import (
 )
 from mtlbench.runner import RunLockedError, execute, plan_run, run_lock
 from mtlbench.store import STORE_NAME, Store, StoreError
-from mtlbench.trial import TrialResult, TrialSpec
+from mtlbench.trial import DEFAULT_CHECKPOINT_EVERY_S, SpeedOptions, TrialResult, TrialSpec
 from mtlbench.weights import WeightsUnavailableError
 
 # Piped output (logs, CI) gets a wide console so the leaderboard is not squeezed to 80 columns.
@@ -123,6 +123,55 @@ def _device(name: str) -> str:
     return name
 
 
+def _pool_devices(text: str, option: str = "--devices") -> list[str]:
+    """The devices of ``--devices``: CUDA numbers (``0,1``), ``cuda:N`` or ``cpu``; each must
+    exist here and appear once, and CUDA and CPU are not mixed. Errors name ``option``."""
+    import torch
+
+    typed = {}  # device -> what the user typed for it
+    devices = []
+    for item in (part.strip() for part in text.split(",")):
+        number = "0" if item == "cuda" else item.removeprefix("cuda:")
+        if item == "cpu":
+            device = "cpu"
+        elif number.isdigit():
+            device = f"cuda:{int(number)}"
+        else:
+            raise ProtocolError(f"{option} {text}: {item!r} is not a device; expected CUDA "
+                                "device numbers (0,1), cuda:N, or cpu")
+        if device in typed:
+            raise ProtocolError(f"{option} {text}: {item} is listed twice; to run several "
+                                "trials at once on one device, use --trials-per-device N")
+        typed[device] = item
+        devices.append(device)
+    cuda = [d for d in devices if d != "cpu"]
+    if cuda and "cpu" in devices:
+        raise ProtocolError(f"{option} {text}: use either CUDA devices or cpu, not both")
+    if cuda and not torch.cuda.is_available():
+        raise ProtocolError(f"{option} {text}: no CUDA device is available here; use "
+                            "--devices cpu")
+    count = torch.cuda.device_count() if cuda else 0
+    for device in cuda:
+        if int(device.removeprefix("cuda:")) >= count:
+            numbers = ", ".join(str(i) for i in range(count))
+            raise ProtocolError(f"{option} {typed[device]}: this machine has {count} CUDA "
+                                f"device{'s' if count > 1 else ''} ({numbers})")
+    return devices
+
+
+def _pool(devices: str | None, trials_per_device: int | None, device: str):
+    """The PoolExecutor that --devices / --trials-per-device ask for (``device``, the resolved
+    --device, when --devices is not given), or None when neither is given."""
+    if devices is None and trials_per_device is None:
+        return None
+    from mtlbench.executors.pool import PoolExecutor
+
+    if trials_per_device is not None and trials_per_device < 1:
+        raise ProtocolError(f"--trials-per-device {trials_per_device}: must be ≥ 1")
+    found = _pool_devices(devices, "--devices") if devices else _pool_devices(device, "--device")
+    return PoolExecutor(found, trials_per_device or 1)
+
+
 @main.command()
 @click.option("--methods", "-m", default="default", show_default=True,
               help="Comma list of methods, wildcards (e.g. 'cu*'), group names (e.g. "
@@ -145,13 +194,36 @@ def _device(name: str) -> str:
 @click.option("--data-root", default=None, type=click.Path(),
               help="The dataset's folder (default: $MTLBENCH_DATA/<dataset>).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--devices", default=None, metavar="LIST",
+              help="Run the trials in worker processes on these devices, one worker per "
+                   "device unless --trials-per-device asks for more: CUDA device numbers "
+                   "(0,1 or cuda:0,cuda:1) or cpu. With --trials-per-device alone: --device.")
+@click.option("--trials-per-device", type=int, default=None, metavar="N",
+              help="Trials that run at once on each device of --devices, each in its own "
+                   "worker process (default 1); on the CPU they share the cores.")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep each trial's last checkpoint.")
+@click.option("--checkpoint-every", default=DEFAULT_CHECKPOINT_EVERY_S, show_default=True,
+              type=float, metavar="SECONDS",
+              help="Write a trial's resumable checkpoint after an epoch only when this many "
+                   "seconds passed since the last one (0: after every epoch). An interruption "
+                   "loses at most this much training; on a GPU an epoch can take less time "
+                   "than writing the checkpoint.")
+@click.option("--channels-last", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True,
+              help="NHWC memory format for models and inputs; auto: on for CUDA, off on the "
+                   "CPU. Speed only: results agree up to float rounding.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="Run models through torch.compile (first epoch slower while it compiles). "
+                   "Speed only: results agree up to float rounding.")
 def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root, device,
-        keep_checkpoints) -> None:
+        devices, trials_per_device, keep_checkpoints, checkpoint_every, channels_last,
+        compile_) -> None:
     """Train and evaluate METHODS on DATASET under one protocol, five folds each.
 
     Finished trials are skipped and an interrupted trial resumes from its last checkpoint, so
-    running the same command again continues where it stopped.
+    running the same command again continues where it stopped. Trials run one after another
+    in this process, or, with --devices or --trials-per-device, several at once in worker
+    processes; either way only this process writes the results.
     """
     plugins = _plugins()
     run_dir = Path(out)
@@ -163,13 +235,18 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root
         protocol = get_protocol(protocol_name, parse_dataset_spec(dataset)[0], overrides)
         card, options = lookup_dataset(plugins.datasets, dataset)
         dataset = canonical_dataset_spec(card.name, options)
+        device = _device(device)
+        pool = _pool(devices, trials_per_device, device)
         with run_lock(run_dir):
             with console.status("Preparing data, split and weights…"):
+                speed = SpeedOptions(
+                    channels_last={"auto": None, "on": True, "off": False}[channels_last],
+                    compile=compile_, checkpoint_every_s=checkpoint_every)
                 plan = plan_run(plugins, names, dataset, protocol, run_dir, _parse_folds(folds),
-                                data_root, None, _device(device))
-            _announce(plan, names, dataset, protocol, run_dir)
+                                data_root, None, pool.devices[0] if pool else device, speed)
+            _announce(plan, names, dataset, protocol, run_dir, pool)
             summary = _execute_with_progress(plan, run_dir, plugins, protocol.epochs,
-                                             keep_checkpoints)
+                                             keep_checkpoints, pool)
     except USER_ERRORS as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -204,41 +281,58 @@ def _select_methods(plugins: Plugins, methods: str) -> list[str]:
     return names
 
 
-def _announce(plan, names, dataset, protocol, run_dir) -> None:
+def _announce(plan, names, dataset, protocol, run_dir, pool=None) -> None:
     overrides = ", ".join(f"{k}={v}" for k, v in protocol.overrides) or "none"
     console.print(
         f"[bold]mtlbench run[/]: {len(names)} method(s) ({', '.join(names)}) on [bold]{dataset}"
         f"[/], protocol [bold]{protocol.name}[/] ({protocol.hash}; overrides: {overrides}), "
         f"{protocol.image_size}², {protocol.epochs} epochs, batch {protocol.batch_size}, "
-        f"checkpoint selection '{protocol.checkpoint}', pretrained '{protocol.pretrained}', "
+        f"{protocol.precision} forward, checkpoint selection '{protocol.checkpoint}', "
+        f"pretrained '{protocol.pretrained}', "
         f"loss mode '{protocol.loss_mode}' (LossNet weight {protocol.lossnet_weight:g}, Qu "
         f"perceptual weight {protocol.perceptual_weight:g}"
         f"{', RANDOM VGG-16' if protocol.lossnet_vgg == 'random' else ''}).")
     console.print(f"Run folder {run_dir}: {len(plan.specs)} trial(s) to run, "
                   f"{len(plan.done)} already finished, {len(plan.resumable)} resuming from a "
                   "checkpoint.")
+    if pool is not None and plan.specs:
+        workers = min(len(pool.slots()), len(plan.specs))
+        console.print(f"{workers} worker process(es), up to {pool.trials_per_device} trial(s) "
+                      f"at once on each of {', '.join(pool.devices)}.")
 
 
 class _ProgressEvents:
-    """Feeds the rich progress display: trials, the epochs of the current trial, ETA."""
+    """Feeds the rich progress display: the run's epochs with its ETA, and one bar for each
+    trial in progress (several when trials run at once)."""
 
-    def __init__(self, progress: Progress, overall, current, epochs: int, total: int) -> None:
-        self.progress, self.overall, self.current = progress, overall, current
+    def __init__(self, progress: Progress, overall, epochs: int, total: int) -> None:
+        self.progress, self.overall = progress, overall
         self.epochs, self.total, self.done = epochs, total, 0
+        self.running: dict[str, list] = {}  # trial id -> [its bar, epochs counted in overall]
 
     def trial_started(self, spec: TrialSpec) -> None:
         resuming = " (resuming)" if spec.checkpoint_path.exists() else ""
-        self.progress.reset(self.current, total=self.epochs, description=spec.label + resuming)
-        self.progress.update(self.overall,
-                             description=f"trial {self.done + 1}/{self.total}")
+        bar = self.progress.add_task(spec.label + resuming, total=self.epochs)
+        self.running[spec.trial_id] = [bar, 0]
+        self._describe_overall()
 
     def epoch_finished(self, spec: TrialSpec, record: dict) -> None:
-        self.progress.update(self.current, completed=record["epoch"] + 1)
+        entry = self.running.get(spec.trial_id)
+        if entry is not None:
+            self.progress.update(entry[0], completed=record["epoch"] + 1)
+            entry[1] += 1
         self.progress.update(self.overall, advance=1)
 
     def trial_finished(self, spec: TrialSpec, result: TrialResult) -> None:
+        """Count the trial's epochs not reported yet (those before a resume, or after a
+        failure), remove its bar and log its result."""
         self.done += 1
-        self.progress.update(self.overall, completed=self.done * self.epochs)
+        bar, counted = self.running.pop(spec.trial_id, (None, 0))
+        if bar is not None:
+            self.progress.remove_task(bar)
+        self.progress.update(self.overall, advance=self.epochs - counted)
+        if self.running:
+            self._describe_overall()
         if result.status == "finished":
             m = result.fold_metrics
             parts = [f"{k} {m[key] * 100:.1f}" for k, key in
@@ -249,25 +343,37 @@ class _ProgressEvents:
             self.progress.console.log(f"[red]{spec.label} failed:[/] "
                                       f"{escape(result.error.splitlines()[0])}")
 
+    def _describe_overall(self) -> None:
+        """'trial 3/10' with one trial in progress, 'trials 3–4/10' with two."""
+        first, running = self.done + 1, len(self.running)
+        trials = (f"trial {first}" if running <= 1 else f"trials {first}–{first + running - 1}")
+        self.progress.update(self.overall, description=f"{trials}/{self.total}")
 
-def _execute_with_progress(plan, run_dir, plugins, epochs, keep_checkpoints):
+
+def _execute_with_progress(plan, run_dir, plugins, epochs, keep_checkpoints, executor=None):
+    """Execute the plan (with ``executor``, LocalExecutor when None) under the progress
+    display; Ctrl-C exits with status 130 and says what was kept."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     started = time.perf_counter()
     with Progress(*columns, console=console, transient=False) as progress:
         overall = progress.add_task(f"trial 0/{len(plan.specs)}",
                                     total=len(plan.specs) * epochs)
-        current = progress.add_task("waiting", total=epochs)
-        events = _ProgressEvents(progress, overall, current, epochs, len(plan.specs))
+        events = _ProgressEvents(progress, overall, epochs, len(plan.specs))
         try:
-            summary = execute(plan, run_dir, events, plugins=plugins,
+            summary = execute(plan, run_dir, events, executor=executor, plugins=plugins,
                               keep_checkpoints=keep_checkpoints)
         except KeyboardInterrupt:
             progress.stop()
+            running = len(events.running)
+            kept = {0: "", 1: "; the trial in progress keeps its last saved epoch in its "
+                              "checkpoint"}.get(running, f"; the {running} trials in progress "
+                                                "keep their last saved epoch in their "
+                                                "checkpoints")
             err_console.print(
                 f"[yellow]Interrupted[/] after {time.perf_counter() - started:.0f} s: "
-                f"{events.done} trial(s) finished and stored; the trial in progress keeps its "
-                "last finished epoch in its checkpoint. Run the same command again to resume.")
+                f"{events.done} trial(s) finished and stored{kept}. Run the same command "
+                "again to resume.")
             sys.exit(130)
     console.print(f"Run took {time.perf_counter() - started:.0f} s.")
     return summary

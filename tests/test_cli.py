@@ -147,7 +147,7 @@ def _wait_for(path: Path, timeout: float = 120) -> None:
 def test_interrupted_run_resumes_without_losing_or_repeating_work(fake_site, tmp_path, sig):
     env = cli_env(fake_site, FAKE_SLEEP="0.03")
     args = ["run", "--methods", "fakenet", "--folds", "0,1", "--set", "epochs=12",
-            "--set", "image_size=32", "--out", "run"]
+            "--set", "image_size=32", "--checkpoint-every", "0", "--out", "run"]
     # A shell that starts CI in the background may ignore SIGINT, and a child would inherit
     # that; restore the default so Python turns Ctrl-C into KeyboardInterrupt as in a terminal.
     proc = subprocess.Popen([sys.executable, "-m", "mtlbench", *args], env=env, cwd=tmp_path,
@@ -258,3 +258,25 @@ def test_default_methods_are_a_named_representative_set(tmp_path):
     assert f"--methods all runs all {len(loaded.main_methods())} methods" in text
     assert "--methods options the 3 variants" in text
     assert _select_methods(loaded, "ablation") == loaded.methods.names()[:10]
+
+
+def test_speed_options_reach_every_trial_and_do_not_change_its_identity(tmp_path):
+    args = ["run", "--methods", "clsnet", "--folds", "0", "--set", "image_size=32", "--set",
+            "epochs=1", "--set", "precision=fp32", "--device", "cpu"]
+    plain = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a")])
+    fast = CliRunner().invoke(main, [*args, "--channels-last", "on", "--checkpoint-every",
+                                     "3600", "--out", str(tmp_path / "b")])
+    assert plain.exit_code == 0 and fast.exit_code == 0, plain.output + fast.output
+    rows = {}
+    for run in ("a", "b"):
+        db = sqlite3.connect(tmp_path / run / "mtlbench.sqlite")
+        rows[run] = db.execute("SELECT trial_id, env_json FROM trials").fetchone()
+        db.close()
+    assert rows["a"][0] == rows["b"][0]
+    assert json.loads(rows["a"][1])["speed"] == {"channels_last": False, "compile": False,
+                                                 "checkpoint_every_s": 60.0}
+    assert json.loads(rows["b"][1])["speed"] == {"channels_last": True, "compile": False,
+                                                 "checkpoint_every_s": 3600.0}
+    bad = CliRunner().invoke(main, [*args, "--checkpoint-every", "-1", "--out",
+                                    str(tmp_path / "c")])
+    assert bad.exit_code != 0 and "--checkpoint-every -1: must be ≥ 0" in bad.output

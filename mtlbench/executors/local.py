@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from mtlbench.executors import RunEvents
 from mtlbench.plugins import Plugins
-from mtlbench.train import TrialFailed, run_trial
+from mtlbench.train import EpochCallback, TrialFailed, run_trial
 from mtlbench.trial import TrialResult, TrialSpec
 
 
@@ -21,12 +21,19 @@ class LocalExecutor:
     def run(self, specs: list[TrialSpec], events: RunEvents) -> Iterator[TrialResult]:
         for spec in specs:
             events.trial_started(spec)
-            try:
-                yield run_trial(spec, self.plugins, on_epoch=events.epoch_finished)
-            except TrialFailed as exc:
-                yield TrialResult.failed(spec, str(exc))
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # noqa: BLE001 - one bad trial must not sink the run
-                detail = traceback.format_exc(limit=3)
-                yield TrialResult.failed(spec, f"{type(exc).__name__}: {exc}\n{detail}")
+            yield run_one_trial(spec, self.plugins, events.epoch_finished)
+
+
+def run_one_trial(spec: TrialSpec, plugins: Plugins | None = None,
+                  on_epoch: EpochCallback | None = None) -> TrialResult:
+    """``run_trial(spec)``, with a trial that fails returned as a failed TrialResult naming the
+    reason instead of raised; KeyboardInterrupt and SystemExit propagate."""
+    try:
+        return run_trial(spec, plugins, on_epoch=on_epoch)
+    except TrialFailed as exc:
+        return TrialResult.failed(spec, str(exc))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one bad trial must not sink the run
+        detail = traceback.format_exc(limit=3)
+        return TrialResult.failed(spec, f"{type(exc).__name__}: {exc}\n{detail}")
