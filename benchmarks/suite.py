@@ -19,6 +19,9 @@ after every part so a failure in one part keeps the others. Parts (``--only`` pi
   at the protocol size.
 - ``metrics``: HD95 + ASD against MedPy on 256² masks (``metrics_vs_medpy.py``) and the time of
   all per-image metrics of both modes.
+- ``concurrency``: wall time of one ``mtlbench run`` of six trials with 1 and with N trials at
+  once on the device (``--trials-per-device``; CUDA: N = 3 at the paper protocol's size, CPU:
+  N = 2 at the smoke size).
 - ``augmentation``: the harness's batch augmentation against kornia and torchvision.v2.
 - ``variants``: channels_last and ``torch.compile`` on and off for unet and acsnet.
 - ``default_job``: wall time and peak memory of ``mtlbench run`` with no method arguments.
@@ -70,8 +73,10 @@ from mtlbench.train import (  # noqa: E402
 )
 from mtlbench.trial import DEFAULT_CHECKPOINT_EVERY_S, SpeedOptions, TrialSpec  # noqa: E402
 
-PARTS = ("throughput", "overhead", "metrics", "augmentation", "variants", "default_job",
-         "projection")
+# In the order they run: the projection needs metrics and throughput, and comes early so that
+# a run cut short (a GPU lease) still has it.
+PARTS = ("metrics", "throughput", "projection", "overhead", "concurrency", "augmentation",
+         "variants", "default_job")
 DATASET_SIZES = {"bus": 163, "busi": 647}  # images the paper uses (spec §1)
 PAPER_SET = ("unet", "cunet", "acsnet")  # plus the 'comparison' group: the paper's 11 methods
 
@@ -221,7 +226,8 @@ def part_throughput(plugins, methods, device, size, quick) -> dict:
                 record["train_images_per_s"][str(b)] = train_rate(
                     card, p, data, device, SpeedOptions(), warmup, steps)
             p = bench_protocol("busi", size)
-            data = fold_data(arrays, card, 8 if quick else min(len(arrays), 128), device)
+            n_eval = 8 if quick else (32 if device.type == "cpu" else 128)
+            data = fold_data(arrays, card, n_eval, device)
             record["eval_images_per_s"] = eval_rate(card, p, data, device)
             record.update(fixed_costs(card, p, device))
         except Exception as exc:  # noqa: BLE001 - one method's failure (OOM) keeps the rest
@@ -299,6 +305,42 @@ def part_variants(plugins, device, quick) -> dict:
         print(f"  {name}: {json.dumps(records[name])}", flush=True)
     return {"size": size, "batch": batch, "warmup_steps": warmup, "steps": steps,
             "note": "total_s includes the warm-up steps (and compiling)", "methods": records}
+
+
+def part_concurrency(device) -> dict:
+    if device.type == "cuda":
+        index = device.index or 0
+        settings = ["--protocol", "paper", "--set", "epochs=3", "--set", "lossnet_vgg=random",
+                    "--pretrained", "none", "--devices", str(index)]
+        counts = (1, 3)
+    else:
+        settings = ["--set", "epochs=2", "--devices", "cpu"]
+        counts = (1, 2)
+    common = ["--methods", "unet,cunet,acsnet", "--folds", "0,1", *settings]
+    records = {}
+    for n in counts:
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.perf_counter()
+            done = subprocess.run([sys.executable, "-m", "mtlbench", "run", *common,
+                                   "--trials-per-device", str(n), "--out", tmp],
+                                  capture_output=True, text=True)
+            wall = time.perf_counter() - started
+            record = {"wall_s": wall, "exit_code": done.returncode}
+            if done.returncode != 0:
+                record["error"] = done.stderr[-2000:]
+            else:
+                db = sqlite3.connect(Path(tmp) / "mtlbench.sqlite")
+                images = sum(c for (c,) in db.execute(
+                    "SELECT count(*) FROM curves WHERE metric = 'images_per_s'"))
+                db.close()
+                record["trial_epochs"] = images
+            records[str(n)] = record
+        print(f"  {n} at once: {json.dumps(records[str(n)])}", flush=True)
+    one, many = records[str(counts[0])], records[str(counts[1])]
+    speedup = one["wall_s"] / many["wall_s"] if "error" not in one and "error" not in many \
+        else None
+    return {"command": "mtlbench run " + " ".join(common) + " --trials-per-device N",
+            "runs": records, "speedup": speedup, "n": counts[1]}
 
 
 def part_default_job(device) -> dict:
@@ -442,6 +484,15 @@ def markdown(results: dict) -> str:
                      if "error" not in r[k] else r[k]["error"][:60] for k in labels]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    c = results.get("concurrency")
+    if c and c.get("runs"):
+        lines += ["## Several trials at once (one run of six trials)", "",
+                  f"`{c['command']}`", "", "| trials at once | wall | speed-up |",
+                  "|---|---|---|"]
+        for n, r in c["runs"].items():
+            lines.append(f"| {n} | {_duration(r['wall_s'])} | "
+                         f"{_fmt(c['speedup'], 2) + '×' if n == str(c['n']) else '1×'} |")
+        lines.append("")
     d = results.get("default_job")
     if d and "wall_s" in d:
         lines += ["## Default job", "", "| command | wall | peak RSS (MB) | peak device (MB) |",
@@ -499,6 +550,7 @@ def main(argv: list[str] | None = None) -> None:
     runners = {
         "throughput": lambda: part_throughput(plugins, methods, device, size, args.quick),
         "overhead": lambda: part_overhead(plugins, methods, device, args.quick),
+        "concurrency": lambda: part_concurrency(device),
         "metrics": lambda: part_metrics(args.quick),
         "augmentation": lambda: augmentation.measure(device, size, 2 if args.quick else 16,
                                                      2 if args.quick else 20),
