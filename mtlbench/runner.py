@@ -56,6 +56,8 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
     for name in methods:
         plugins.methods.get(name)
     check_precision(protocol, device)
+    speed = speed or SpeedOptions()
+    check_speed(speed, device, protocol)
     weights = required_weights([plugins.methods.get(m) for m in methods], protocol)
     if weights:  # first: it is the cheapest check and needs no data
         ensure_weights(weights)
@@ -65,8 +67,6 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
         raise ValueError(f"--folds {bad}: the protocol has folds 0..{protocol.folds - 1}")
     arrays = load_arrays(card, data_root, protocol.image_size, cache_dir,
                          tuple(sorted(options.items())))
-    speed = speed or SpeedOptions()
-    check_speed(speed, device)
     specs = [TrialSpec(dataset, m, f, protocol, str(run_dir), data_root, cache_dir, device,
                        speed) for m in methods for f in folds]
     if specs:
@@ -89,7 +89,7 @@ def check_precision(protocol: Protocol, device: str) -> None:
                                 f"{device} does not support; add --set precision=fp32")
 
 
-def check_speed(speed: SpeedOptions, device: str) -> None:
+def check_speed(speed: SpeedOptions, device: str, protocol: Protocol | None = None) -> None:
     """Raise ProtocolError when a speed option cannot work here (before any training)."""
     if speed.checkpoint_every_s < 0:
         raise ProtocolError(f"--checkpoint-every {speed.checkpoint_every_s:g}: must be ≥ 0 "
@@ -97,6 +97,13 @@ def check_speed(speed: SpeedOptions, device: str) -> None:
     if speed.compile and not device.startswith("cuda"):
         import shutil
 
+        if protocol is not None and protocol.precision == "bf16":
+            # torch 2.14's CPU inductor: conv -> GroupNorm -> amax under bf16 autocast gets
+            # non-finite gradients (eager is fine); ACSNet's DSA module has that pattern.
+            raise ProtocolError(f"--compile on the CPU with protocol {protocol.name!r}'s "
+                                "bfloat16 autocast gives NaN gradients for GroupNorm → amax "
+                                "(a torch.compile bug; ACSNet's DSA module has it); add "
+                                "--set precision=fp32 or leave out --compile")
         if not any(shutil.which(cc) for cc in ("cc", "gcc", "clang", "c++", "g++")):
             raise ProtocolError("--compile on the CPU needs a C/C++ compiler for torch.compile's "
                                 "kernels, and none is on PATH; install one or leave out "

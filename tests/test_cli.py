@@ -182,6 +182,7 @@ def test_interrupted_run_resumes_without_losing_or_repeating_work(fake_site, tmp
     (["run", "--protocol", "smok"], "unknown protocol 'smok'. Did you mean 'smoke'"),
     (["run", "--set", "epochs"], "expected KEY=VALUE"),
     (["run", "--set", "lr=-1"], "lr=-1.0 must be > 0"),
+    (["run", "--device", "cpu", "--compile"], "--set precision=fp32 or leave out --compile"),
 ])
 def test_bad_input_gets_a_clear_error(tmp_path, args, message):
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "run")])

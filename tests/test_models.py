@@ -349,3 +349,21 @@ def test_register_flop_formula_for_unknown_op():
     finally:
         unregister_flop_formula(op)
     assert op not in registered_flop_formulas()
+
+
+def test_sampled_deform_conv_samples_in_float32_under_bf16_autocast():
+    """bf16 positions would be rounded to 0.5 px on a 128² map (as torchvision's kernel, the
+    sampling stays float32); only the final matrix product runs in bf16."""
+    from mtlbench.models.dsa import sampled_deform_conv2d
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 128, 128)
+    offset = torch.rand(1, 18, 128, 128) * 0.4
+    mask = torch.rand(1, 9, 128, 128)
+    weight = torch.randn(4, 4, 3, 3)
+    reference = sampled_deform_conv2d(x, offset, mask, weight, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = sampled_deform_conv2d(x.bfloat16(), offset.bfloat16(), mask.bfloat16(),
+                                    weight, 1)
+    error = (low.float() - reference).abs().mean() / reference.abs().mean()
+    assert error < 0.02, f"relative error {error:.3f}"

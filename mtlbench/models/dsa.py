@@ -15,22 +15,27 @@ def sampled_deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.Ten
 
     Same operator, same offset layout ((dy, dx) per tap, row-major taps), same zero padding
     outside the map; forward and gradients agree with torchvision to float precision (tested).
+    The sampling runs in float32 even under bf16 autocast, as torchvision's kernel does: bf16
+    positions would be rounded to 0.5–1 pixel on a 128² map, and ``torch.compile``'s bf16
+    ``grid_sample`` backward gave NaN gradients; the matrix product follows autocast.
     """
     b, c, h, w = x.shape
     out_ch, _, kh, kw = weight.shape
     taps = kh * kw
-    ky, kx = torch.meshgrid(torch.arange(kh, device=x.device, dtype=x.dtype),
-                            torch.arange(kw, device=x.device, dtype=x.dtype), indexing="ij")
-    rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
-    cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, 1, w)
-    offset = offset.view(b, taps, 2, h, w)
-    y = rows - padding + ky.reshape(1, taps, 1, 1) + offset[:, :, 0]
-    x_pos = cols - padding + kx.reshape(1, taps, 1, 1) + offset[:, :, 1]
-    # pixel coordinates -> grid_sample's [-1, 1] (align_corners=False: -1 is the left edge)
-    grid = torch.stack([(2 * x_pos + 1) / w - 1, (2 * y + 1) / h - 1], dim=-1)
-    samples = F.grid_sample(x, grid.view(b, taps * h, w, 2), mode="bilinear",
-                            padding_mode="zeros", align_corners=False)
-    samples = samples.view(b, c, taps, h, w) * mask.view(b, 1, taps, h, w)
+    with torch.autocast(x.device.type, enabled=False):
+        x, offset, mask = x.float(), offset.float(), mask.float()
+        ky, kx = torch.meshgrid(torch.arange(kh, device=x.device, dtype=x.dtype),
+                                torch.arange(kw, device=x.device, dtype=x.dtype), indexing="ij")
+        rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, 1, h, 1)
+        cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, 1, w)
+        offset = offset.view(b, taps, 2, h, w)
+        y = rows - padding + ky.reshape(1, taps, 1, 1) + offset[:, :, 0]
+        x_pos = cols - padding + kx.reshape(1, taps, 1, 1) + offset[:, :, 1]
+        # pixel coordinates -> grid_sample's [-1, 1] (align_corners=False: -1 is the left edge)
+        grid = torch.stack([(2 * x_pos + 1) / w - 1, (2 * y + 1) / h - 1], dim=-1)
+        samples = F.grid_sample(x, grid.view(b, taps * h, w, 2), mode="bilinear",
+                                padding_mode="zeros", align_corners=False)
+        samples = samples.view(b, c, taps, h, w) * mask.view(b, 1, taps, h, w)
     return torch.einsum("bckhw,ock->bohw", samples, weight.view(out_ch, c, taps))
 
 
