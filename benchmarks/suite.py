@@ -23,7 +23,9 @@ after every part so a failure in one part keeps the others. Parts (``--only`` pi
   once on the device (``--trials-per-device``; CUDA: N = 3 at the paper protocol's size, CPU:
   N = 2 at the smoke size).
 - ``augmentation``: the harness's batch augmentation against kornia and torchvision.v2.
-- ``variants``: channels_last and ``torch.compile`` on and off for unet and acsnet.
+- ``variants``: channels_last, ``torch.compile`` and float32 instead of the protocol's bf16
+  autocast, for unet and acsnet (compiling on the CPU under bf16 is refused by ``mtlbench
+  run``: it gives NaN gradients for ACSNet; the suite shows it).
 - ``default_job``: wall time and peak memory of ``mtlbench run`` with no method arguments.
 - ``projection``: the full paper protocol (five folds, BUS and BUSI) projected from the
   measured per-epoch times, for the paper's eleven methods and for all methods.
@@ -37,7 +39,6 @@ import math
 import os
 import platform
 import re
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -285,19 +286,23 @@ def part_variants(plugins, device, quick) -> dict:
     warmup, steps = (1, 1) if quick else ((2, 4) if device.type == "cpu" else (3, 8))
     p = bench_protocol("busi", size, {"batch_size": str(batch), "lossnet_weight": "0"})
     arrays = load_arrays(plugins.datasets.get("synthetic"), None, size, None)
-    variants = {"plain": SpeedOptions(channels_last=False),
-                "channels_last": SpeedOptions(channels_last=True)}
+    fp32 = bench_protocol("busi", size, {"batch_size": str(batch), "lossnet_weight": "0",
+                                         "precision": "fp32"})
+    variants = {"plain": (p, SpeedOptions(channels_last=False)),
+                "channels_last": (p, SpeedOptions(channels_last=True)),
+                "fp32": (fp32, SpeedOptions(channels_last=False))}
     if not quick:
-        variants["compile"] = SpeedOptions(channels_last=device.type == "cuda", compile=True)
+        variants["compile"] = (p, SpeedOptions(channels_last=device.type == "cuda",
+                                               compile=True))
     records = {}
     for name in names:
         card = plugins.methods.get(name)
         data = fold_data(arrays, card, batch * max(warmup, steps), device)
         records[name] = {}
-        for label, speed in variants.items():
+        for label, (protocol, speed) in variants.items():
             try:
                 started = time.perf_counter()
-                rate = train_rate(card, p, data, device, speed, warmup, steps)
+                rate = train_rate(card, protocol, data, device, speed, warmup, steps)
                 records[name][label] = {"train_images_per_s": rate,
                                         "total_s": time.perf_counter() - started}
             except Exception as exc:  # noqa: BLE001
@@ -344,16 +349,21 @@ def part_concurrency(device) -> dict:
 
 
 def part_default_job(device) -> dict:
+    # A fresh Python in between reports the peak RSS of its child alone (this process's
+    # RUSAGE_CHILDREN holds the largest of all the children the suite ran so far).
+    measure = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode;"
+               " print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr);"
+               " sys.exit(code)")
     with tempfile.TemporaryDirectory() as tmp:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "mtlbench", "run", "--out", tmp,
-                               "--device", str(device)], capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "mtlbench",
+                               "run", "--out", tmp, "--device", str(device)],
+                              capture_output=True, text=True)
         wall = time.perf_counter() - started
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        peak_kb = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
         record = {"command": f"mtlbench run --device {device}", "wall_s": wall,
                   "exit_code": done.returncode,
-                  "peak_rss_mb": peak / 1024 if peak > before else None}
+                  "peak_rss_mb": int(peak_kb) / 1024 if peak_kb.isdigit() else None}
         if done.returncode != 0:
             record["error"] = done.stderr[-2000:]
             return record
@@ -544,6 +554,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict = {"device": info, "date": time.strftime("%Y-%m-%d %H:%M"),
                      "arguments": " ".join(argv if argv is not None else sys.argv[1:])}
     previous = stem.with_suffix(".json")
+    kept = {}
     if previous.exists() and set(parts) != set(PARTS):  # a partial rerun keeps the other parts
         kept = json.loads(previous.read_text())
         results.update({k: kept[k] for k in PARTS if k in kept and k not in parts})
@@ -567,6 +578,9 @@ def main(argv: list[str] | None = None) -> None:
             results[part] = runners[part]()
         except Exception:  # noqa: BLE001 - one part's failure keeps the others
             results[part] = {"error": traceback.format_exc()}
+        old = kept.get(part, {}).get("methods")
+        if old and "methods" in results[part]:  # a rerun of some methods keeps the others
+            results[part]["methods"] = {**old, **results[part]["methods"]}
         results[part]["seconds"] = time.perf_counter() - started
         stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
         stem.with_suffix(".md").write_text(markdown(results))
