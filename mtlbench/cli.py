@@ -22,6 +22,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from mtlbench.compare import (
+    DEFAULT_METRICS,
+    CompareError,
+    compare,
+    load_records,
+    unmatched_protocols,
+)
+from mtlbench.compare import to_markdown as compare_markdown
 from mtlbench.data.prepare import (
     DataNotFoundError,
     DatasetLayoutError,
@@ -438,6 +446,73 @@ def leaderboard_cmd(out, fmt, mode) -> None:
         click.echo(to_csv(rows, mode), nl=False)
     else:
         click.echo(json.dumps(to_records(rows, mode), indent=1))
+
+
+@main.command(name="compare")
+@click.argument("current")
+@click.argument("baseline")
+@click.option("--tolerance", default=1.0, show_default=True, type=float,
+              help="How much worse a metric may be before it is a regression, in its display "
+                   "unit: percentage points for Dice, Jaccard, ACC, PRE, REC; pixels for HD95, "
+                   "ASD.")
+@click.option("--tolerance-for", "per_metric", multiple=True, metavar="METRIC=VALUE",
+              help="A tolerance for one metric, e.g. hd95=5 (repeatable).")
+@click.option("--metrics", default=",".join(DEFAULT_METRICS), show_default=True,
+              help="Comma list of metrics to compare.")
+@click.option("--mode", type=click.Choice(["strict", "paper"]), default="strict",
+              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]),
+              default="table", show_default=True)
+def compare_cmd(current, baseline, tolerance, per_metric, metrics, mode, fmt) -> None:
+    """Compare CURRENT against BASELINE and exit 1 on a regression (for CI).
+
+    Each is a run folder, a store file, or a leaderboard JSON (a run folder's leaderboard.json
+    or `mtlbench leaderboard --format json`). Rows are matched on dataset, method and protocol
+    hash; a baseline row missing from CURRENT is a regression. Exit status: 0 no regression,
+    1 regression, 2 the inputs could not be compared.
+    """
+    try:
+        tolerances = {}
+        for item in per_metric:
+            name, sep, value = item.partition("=")
+            try:
+                tolerances[name.strip().lower()] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep:
+                raise CompareError(f"--tolerance-for {item}: expected METRIC=VALUE, e.g. hd95=5")
+        now, before = load_records(current, mode), load_records(baseline, mode)
+        differences = compare(now, before, tuple(m.strip().lower() for m in metrics.split(",")
+                                                 if m.strip()), tolerance, tolerances)
+    except (CompareError, StoreError) as exc:
+        _fail(str(exc))
+    regressions = [d for d in differences if d.regression]
+    if fmt == "json":
+        click.echo(json.dumps([{**vars(d), "delta": d.delta, "verdict": d.verdict}
+                               for d in differences], indent=1))
+    elif fmt == "markdown":
+        click.echo(compare_markdown(differences))
+    else:
+        table = Table(title=f"{current} against {baseline} · {mode} metrics")
+        for header in ("dataset", "method", "metric", "baseline", "current", "Δ", "verdict"):
+            table.add_column(header)
+        for d in differences:
+            style = "bold red" if d.regression else ""
+            table.add_row(d.dataset, d.method, d.metric, _number(d.baseline),
+                          _number(d.current), _number(d.delta, True), d.verdict, style=style)
+        console.print(table)
+    for note in unmatched_protocols(now, before):
+        err_console.print(f"[yellow]note:[/] {escape(note)} (not comparable)")
+    if regressions:
+        err_console.print(f"[bold red]{len(regressions)} regression(s)[/] beyond the tolerance.")
+        sys.exit(1)
+    err_console.print(f"No regression in {len(differences)} comparison(s).")
+
+
+def _number(value: float | None, sign: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.2f}" if sign else f"{value:.2f}"
 
 
 @main.group(name="data")

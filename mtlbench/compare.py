@@ -1,0 +1,153 @@
+"""Compare two leaderboards metric by metric and name the regressions (the CI gate).
+
+A leaderboard comes from a run folder (its store), a store file, or a leaderboard JSON file
+(``leaderboard.json`` of a run folder, or ``mtlbench leaderboard --format json``), so a
+baseline can be a small committed file. Rows are matched on (dataset, method, protocol hash):
+numbers from different protocols are not comparable, and a baseline row without a current
+row is itself a regression (a method that stopped running).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtlbench.report import leaderboard, to_records
+from mtlbench.store import STORE_NAME, Store
+
+#: Leaderboard columns compared by default (the paper's headline metrics), and their direction.
+HIGHER_IS_BETTER = ("dice", "jaccard", "acc", "pre", "rec", "sens", "spec", "f1", "auc")
+LOWER_IS_BETTER = ("hd95", "asd")
+DEFAULT_METRICS = ("dice", "jaccard", "hd95", "asd", "acc", "pre", "rec")
+
+
+class CompareError(ValueError):
+    """A leaderboard that cannot be read or compared; the message says which and why."""
+
+
+@dataclass
+class Difference:
+    """One metric of one row: baseline, current, current − baseline, and the verdict."""
+
+    dataset: str
+    method: str
+    protocol_hash: str
+    metric: str
+    baseline: float | None
+    current: float | None
+    tolerance: float
+
+    @property
+    def delta(self) -> float | None:
+        if self.baseline is None or self.current is None:
+            return None
+        return self.current - self.baseline
+
+    @property
+    def worse_by(self) -> float | None:
+        """How much worse the current value is (positive = worse), in the metric's unit."""
+        if self.delta is None:
+            return None
+        return self.delta if self.metric in LOWER_IS_BETTER else -self.delta
+
+    @property
+    def regression(self) -> bool:
+        """Worse by more than the tolerance, or missing from the current leaderboard."""
+        if self.baseline is not None and self.current is None:
+            return True
+        return self.worse_by is not None and self.worse_by > self.tolerance
+
+    @property
+    def verdict(self) -> str:
+        if self.baseline is not None and self.current is None:
+            return "REGRESSION (missing)"
+        if self.regression:
+            return "REGRESSION"
+        if self.baseline is None:
+            return "new"
+        return "ok"
+
+
+def load_records(source: str | Path, mode: str = "strict") -> list[dict]:
+    """The leaderboard records (``report.to_records``) of a run folder, store or JSON file."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / STORE_NAME
+    if not path.exists():
+        raise CompareError(f"{source}: no such run folder, store or leaderboard JSON file")
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CompareError(f"{path}: not a readable leaderboard JSON ({exc})") from None
+        records = data.get(mode) if isinstance(data, dict) else data
+        if not isinstance(records, list) or not all(isinstance(r, dict) and "method" in r
+                                                    for r in records):
+            raise CompareError(f"{path}: expected the JSON of `mtlbench leaderboard --format "
+                               f"json` or a run folder's leaderboard.json ({mode!r} records)")
+        return [r for r in records if r.get("mode", mode) == mode]
+    with Store(path) as store:
+        return to_records(leaderboard(store, mode), mode)
+
+
+def compare(current: list[dict], baseline: list[dict], metrics: tuple[str, ...] = DEFAULT_METRICS,
+            tolerance: float = 1.0, tolerances: dict[str, float] | None = None
+            ) -> list[Difference]:
+    """Every (row, metric) of either leaderboard, baseline rows first, in their order.
+
+    ``tolerance`` is in the metric's display unit (percentage points for Dice, Jaccard, ACC,
+    PRE, REC, …; pixels for HD95 and ASD); ``tolerances`` overrides it per metric.
+    """
+    unknown = sorted(set(metrics) - set(HIGHER_IS_BETTER) - set(LOWER_IS_BETTER))
+    if unknown:
+        raise CompareError(f"unknown metric(s) {', '.join(unknown)}; choose from "
+                           f"{', '.join(HIGHER_IS_BETTER + LOWER_IS_BETTER)}")
+    tolerances = tolerances or {}
+
+    def key(record: dict) -> tuple[str, str, str]:
+        return record["dataset"], record["method"], record["protocol_hash"]
+
+    now = {key(r): r for r in current}
+    before = {key(r): r for r in baseline}
+    out = []
+    for row_key in [*before, *(k for k in now if k not in before)]:
+        old, new = before.get(row_key), now.get(row_key)
+        for metric in metrics:
+            column = f"{metric}_mean"
+            if (old or {}).get(column) is None and (new or {}).get(column) is None:
+                continue  # a metric this method does not produce (e.g. ACC of a seg method)
+            out.append(Difference(*row_key, metric, (old or {}).get(column),
+                                  (new or {}).get(column),
+                                  tolerances.get(metric, tolerance)))
+    return out
+
+
+def unmatched_protocols(current: list[dict], baseline: list[dict]) -> list[str]:
+    """Baseline (dataset, method) pairs that the current leaderboard has only under another
+    protocol hash: the usual reason for a 'missing' verdict, said plainly."""
+    now = {(r["dataset"], r["method"]): r["protocol_hash"] for r in current}
+    notes = []
+    for r in baseline:
+        other = now.get((r["dataset"], r["method"]))
+        if other is not None and other != r["protocol_hash"]:
+            notes.append(f"{r['method']} on {r['dataset']}: baseline protocol "
+                         f"{r['protocol_hash']}, current {other}")
+    return notes
+
+
+def to_markdown(differences: list[Difference]) -> str:
+    """A Markdown table of the differences, regressions in bold."""
+    lines = ["| dataset | method | metric | baseline | current | Δ | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for d in differences:
+        verdict = f"**{d.verdict}**" if d.regression else d.verdict
+        lines.append(f"| {d.dataset} | {d.method} | {d.metric} | {_num(d.baseline)} | "
+                     f"{_num(d.current)} | {_num(d.delta, sign=True)} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None, sign: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.2f}" if sign else f"{value:.2f}"
