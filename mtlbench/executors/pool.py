@@ -115,7 +115,19 @@ class PoolExecutor:
         process = self._context.Process(
             target=_worker_main, name=f"mtlbench-worker-{device}",
             args=(theirs, device, threads if device == "cpu" else None, os.getpid()))
-        process.start()
+        # The worker is started with SIGINT ignored: a spawned interpreter keeps an inherited
+        # SIG_IGN (and then installs no KeyboardInterrupt handler), so a Ctrl-C meant for the
+        # driver cannot raise in a worker that is still importing, before _worker_main ignores
+        # it. (A blocked mask is not inherited through spawn's exec.) The driver ignores Ctrl-C
+        # only for the few milliseconds of the start.
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                process.start()
+            finally:
+                signal.signal(signal.SIGINT, previous)
+        else:  # signal dispositions can only be changed from the main thread
+            process.start()
         theirs.close()  # the worker holds the only copy: its death reads as end of file here
         return _Worker(device, process, ours)
 
