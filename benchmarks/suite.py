@@ -482,7 +482,8 @@ def markdown(results: dict) -> str:
                   "| " + " | ".join(a["images_per_s"]) + " |",
                   "|---" * len(a["images_per_s"]) + "|",
                   "| " + " | ".join(_fmt(v, 0) for v in a["images_per_s"].values()) + " |", ""]
-        lines += [f"{k}: {v}" for k, v in a.get("missing", {}).items()]
+        missing = [f"{k}: {v}" for k, v in a.get("missing", {}).items()]
+        lines += [*missing, ""] if missing else []
     v = results.get("variants")
     if v and v.get("methods"):
         labels = list(next(iter(v["methods"].values())))
