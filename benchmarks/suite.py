@@ -248,7 +248,7 @@ def part_throughput(plugins, methods, device, size, quick) -> dict:
 def part_overhead(plugins, methods, device, quick) -> dict:
     if device.type == "cpu" or quick:
         names = [m for m in ("cunet", "acsnet") if m in methods] or methods[:1]
-        size, batch, n, epochs = (32, 4, 16, 1) if quick else (64, 8, 128, 4)
+        size, batch, n, epochs = (32, 4, 16, 1) if quick else (64, 8, 128, 6)
     else:
         names, size, batch, n, epochs = methods, 256, 16, 96, 2
     # The same loss on both sides; LossNet and the perceptual term off, as in the smoke
