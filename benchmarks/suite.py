@@ -437,8 +437,12 @@ def markdown(results: dict) -> str:
     info = results["device"]
     lines = [f"# Benchmark suite · {info['name']} ({info['device']})", "",
              f"torch {info['torch']}, {info['threads']} threads, {info['cpus']} CPUs, "
-             f"{info['platform']}. Measured {results['date']} by `python benchmarks/suite.py "
-             f"{results['arguments']}`; the JSON beside this file holds every number.", ""]
+             f"{info['platform']}. Last call {results['date']}: `python benchmarks/suite.py "
+             f"{results['arguments']}`; parts it did not run are kept from earlier calls. When "
+             "each part was measured: " + ", ".join(
+                 f"{part} {results[part].get('measured_at', '?')}" for part in PARTS
+                 if isinstance(results.get(part), dict)) + ". The JSON beside this file holds "
+             "every number.", ""]
     t = results.get("throughput")
     if t and t.get("methods"):
         sizes = t["batch_sizes"]
@@ -583,6 +587,7 @@ def main(argv: list[str] | None = None) -> None:
         if old and "methods" in results[part]:  # a rerun of some methods keeps the others
             results[part]["methods"] = {**old, **results[part]["methods"]}
         results[part]["seconds"] = time.perf_counter() - started
+        results[part]["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
         stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
         stem.with_suffix(".md").write_text(markdown(results))
     print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
