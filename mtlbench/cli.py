@@ -49,6 +49,7 @@ from mtlbench.report import (
     headline_columns,
     leaderboard,
     to_csv,
+    to_html,
     to_markdown,
     to_records,
     write_leaderboard,
@@ -422,8 +423,10 @@ def _show_leaderboard(run_dir: Path, dataset: str | None, protocol_hash: str | N
 @main.command(name="leaderboard")
 @click.option("--out", "-o", default=DEFAULT_OUT, show_default=True, type=click.Path(),
               help="Run folder holding the store.")
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]),
-              default="table", show_default=True)
+@click.option("--format", "fmt",
+              type=click.Choice(["table", "markdown", "csv", "json", "html"]),
+              default="table", show_default=True,
+              help="html: a self-contained page (redirect it to a file).")
 @click.option("--mode", type=click.Choice(["strict", "paper"]), default="strict",
               show_default=True, help="strict: sound metrics; paper: the paper's computation.")
 def leaderboard_cmd(out, fmt, mode) -> None:
@@ -444,6 +447,8 @@ def leaderboard_cmd(out, fmt, mode) -> None:
         click.echo(to_markdown(rows, mode))
     elif fmt == "csv":
         click.echo(to_csv(rows, mode), nl=False)
+    elif fmt == "html":
+        click.echo(to_html(rows, mode), nl=False)
     else:
         click.echo(json.dumps(to_records(rows, mode), indent=1))
 

@@ -149,6 +149,45 @@ def to_markdown(rows: list[LeaderboardRow], mode: str = "strict") -> str:
     return "\n".join(out) + "\n"
 
 
+_HTML_STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
+               "table{border-collapse:collapse;margin:1em 0}"
+               "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+               "th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}"
+               "caption{text-align:left;font-weight:bold;margin-bottom:.4em}"
+               "p.note{color:#555;max-width:60em}")
+
+
+def to_html(rows: list[LeaderboardRow], mode: str = "strict") -> str:
+    """A self-contained HTML page (no scripts, no external files): a table per dataset and
+    protocol, the same cells and notes as the Markdown leaderboard."""
+    from html import escape
+
+    columns = [*headline_columns(), "Params (M)", "GFLOPs", "Folds"]
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>mtlbench leaderboard · {mode} metrics</title>",
+             f"<style>{_HTML_STYLE}</style></head><body>",
+             f"<h1>mtlbench leaderboard · {mode} metrics</h1>"]
+    for (dataset, protocol, phash), group in _by_setting(rows).items():
+        parts.append(f"<table><caption>{escape(dataset)} · protocol {escape(protocol)} "
+                     f"({escape(phash)}) · {escape(group[0].selection)}</caption>")
+        parts.append("<tr><th>Method</th>" + "".join(f"<th>{escape(c)}</th>" for c in columns)
+                     + "</tr>")
+        for row in group:
+            cells = [cell(row, c) for c in headline_columns()]
+            cells += [f"{row.mparams:.2f}", f"{row.gflops:.2f}", str(len(row.folds))]
+            parts.append(f"<tr><td>{escape(row.label)}</td>"
+                         + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
+        parts.append("</table>")
+        if any(r.random_lossnet for r in group):
+            parts.append(f'<p class="note">{escape(RANDOM_LOSSNET_NOTE)}</p>')
+    if not rows:
+        parts.append("<p>No finished trials in this store yet.</p>")
+    parts.append('<p class="note">Dice, Jaccard, ACC, PRE, REC in %; HD95, ASD in pixels at the '
+                 "protocol size; mean ± std (ddof=0) over the fold means. PRE is weighted, REC "
+                 "macro (as the paper's code).</p></body></html>")
+    return "\n".join(parts) + "\n"
+
+
 def to_records(rows: list[LeaderboardRow], mode: str = "strict") -> list[dict]:
     """Flat records (one per row) for CSV and JSON."""
     records = []

@@ -1,4 +1,5 @@
-"""`mtlbench compare`: a CI gate that fails on a planted regression and passes without one."""
+"""`mtlbench compare`: a CI gate that fails on a planted regression and passes without one;
+and the HTML leaderboard of the same run."""
 
 import json
 
@@ -107,3 +108,37 @@ def test_direction_of_each_metric():
     better_hd95 = Difference("d", "m", "h", "hd95", 10.0, 5.0, 1.0)
     assert worse_dice.regression and worse_hd95.regression and not better_hd95.regression
     assert Difference("d", "m", "h", "acc", None, 70.0, 1.0).verdict == "new"
+
+
+def test_html_leaderboard_of_the_same_run_is_a_complete_table(run_folder):
+    """`leaderboard --format html`: one table, a header row and a row per method, escaped."""
+    from html.parser import HTMLParser
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.rows, self.tables, self.scripts = [], 0, 0
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "tr":
+                self.rows.append([])
+            self.tables += tag == "table"
+            self.scripts += tag in ("script", "link", "img")
+
+        def handle_data(self, data):
+            if self.rows and self.lasttag in ("td", "th") and data.strip():
+                self.rows[-1].append(data.strip())
+
+    result = CliRunner().invoke(main, ["leaderboard", "--out", str(run_folder), "--format",
+                                       "html"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("<!DOCTYPE html>")
+    parser = Cells()
+    parser.feed(result.stdout)
+    assert parser.tables == 1 and parser.scripts == 0  # self-contained
+    header, *body = parser.rows
+    assert header[:3] == ["Method", "Dice", "Jaccard"] and header[-1] == "Folds"
+    assert sorted(r[0] for r in body) == ["clsnet", "fcn"]
+    assert all(len(r) == len(header) for r in body)
+    fcn = next(r for r in body if r[0] == "fcn")
+    assert "±" in fcn[1] and fcn[-1] == "2"
