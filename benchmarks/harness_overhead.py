@@ -24,8 +24,10 @@ from mtlbench.train import (
     FoldTensors,
     autocast,
     build_loss,
+    build_optimizer,
     load_arrays,
     model_input,
+    place_model,
     to_tensors,
     train_epoch,
 )
@@ -36,14 +38,9 @@ def fresh(card, p: Protocol, seed: int, device: torch.device, channels_last: boo
     """The method's model (seed ``seed``), its loss and a fused Adam, on ``device``."""
     torch.manual_seed(seed)
     model = card.build(ModelConfig(image_size=p.image_size, in_channels=card.in_channels))
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    place_model(model, device, channels_last)
     loss = build_loss(card, p).to(device)
-    optimizer = torch.optim.Adam([*model.parameters(), *loss.parameters()], lr=p.lr,
-                                 betas=(p.beta1, p.beta2), weight_decay=p.weight_decay,
-                                 fused=True)
-    return model, loss, optimizer
+    return model, loss, build_optimizer(model, loss, p, device)
 
 
 def bare_epoch(model, loss, optimizer, data: FoldTensors, p: Protocol, order: torch.Tensor,

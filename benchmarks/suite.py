@@ -65,8 +65,10 @@ from mtlbench.protocol import Protocol, get_protocol  # noqa: E402
 from mtlbench.train import (  # noqa: E402
     TrainState,
     build_loss,
+    build_optimizer,
     default_cache_dir,
     load_arrays,
+    place_model,
     predict,
     save_checkpoint,
     to_tensors,
@@ -133,17 +135,9 @@ def train_rate(card, p: Protocol, data, device: torch.device, speed: SpeedOption
                warmup_steps: int, steps: int) -> float:
     """Training images/s of the harness's ``train_epoch`` over ``steps`` batches (after
     ``warmup_steps`` batches, which also compile when ``speed.compile``)."""
-    torch.manual_seed(0)
-    model = card.build(ModelConfig(num_classes=2, in_channels=card.in_channels,
-                                   image_size=p.image_size))
-    model.to(device)
     channels_last = speed.channels_last_on(device.type)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    model, loss, optimizer = harness_overhead.fresh(card, p, 0, device, channels_last)
     forward = torch.compile(model) if speed.compile else model
-    loss = build_loss(card, p).to(device)
-    optimizer = torch.optim.Adam([*model.parameters(), *loss.parameters()], lr=p.lr,
-                                 fused=True)
     generator = torch.Generator().manual_seed(0)
     b = p.batch_size
 
@@ -163,12 +157,8 @@ def train_rate(card, p: Protocol, data, device: torch.device, speed: SpeedOption
 
 def eval_rate(card, p: Protocol, data, device: torch.device) -> float:
     """Inference images/s of the harness's ``predict`` (eval batch of the protocol)."""
-    torch.manual_seed(0)
-    model = card.build(ModelConfig(num_classes=2, in_channels=card.in_channels,
-                                   image_size=p.image_size)).to(device)
     channels_last = SpeedOptions().channels_last_on(device.type)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    model, _, _ = harness_overhead.fresh(card, p, 0, device, channels_last)
     predict(model, data, p, channels_last)  # warm-up (cuDNN autotuning on CUDA)
     synchronize(device)
     started = time.perf_counter()
@@ -188,9 +178,9 @@ def fixed_costs(card, p: Protocol, device: torch.device) -> dict:
     profile_model(model, p.image_size, card.in_channels,
                   double_counted=card.thop_double_counted)
     profile_s = time.perf_counter() - started
-    model.to(device)
+    place_model(model, device, channels_last=False)
     loss = build_loss(card, p).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), fused=True)
+    optimizer = build_optimizer(model, loss, p, device)
     for param in model.parameters():
         param.grad = torch.zeros_like(param)
     optimizer.step()

@@ -26,6 +26,7 @@ from mtlbench.compare import (
     DEFAULT_METRICS,
     CompareError,
     compare,
+    format_number,
     load_records,
     unmatched_protocols,
 )
@@ -503,8 +504,9 @@ def compare_cmd(current, baseline, tolerance, per_metric, metrics, mode, fmt) ->
             table.add_column(header)
         for d in differences:
             style = "bold red" if d.regression else ""
-            table.add_row(d.dataset, d.method, d.metric, _number(d.baseline),
-                          _number(d.current), _number(d.delta, True), d.verdict, style=style)
+            table.add_row(d.dataset, d.method, d.metric, format_number(d.baseline),
+                          format_number(d.current), format_number(d.delta, True), d.verdict,
+                          style=style)
         console.print(table)
     for note in unmatched_protocols(now, before):
         err_console.print(f"[yellow]note:[/] {escape(note)} (not comparable)")
@@ -512,12 +514,6 @@ def compare_cmd(current, baseline, tolerance, per_metric, metrics, mode, fmt) ->
         err_console.print(f"[bold red]{len(regressions)} regression(s)[/] beyond the tolerance.")
         sys.exit(1)
     err_console.print(f"No regression in {len(differences)} comparison(s).")
-
-
-def _number(value: float | None, sign: bool = False) -> str:
-    if value is None:
-        return "–"
-    return f"{value:+.2f}" if sign else f"{value:.2f}"
 
 
 @main.group(name="data")

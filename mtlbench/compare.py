@@ -142,12 +142,14 @@ def to_markdown(differences: list[Difference]) -> str:
              "|---|---|---|---|---|---|---|"]
     for d in differences:
         verdict = f"**{d.verdict}**" if d.regression else d.verdict
-        lines.append(f"| {d.dataset} | {d.method} | {d.metric} | {_num(d.baseline)} | "
-                     f"{_num(d.current)} | {_num(d.delta, sign=True)} | {verdict} |")
+        lines.append(f"| {d.dataset} | {d.method} | {d.metric} | {format_number(d.baseline)} | "
+                     f"{format_number(d.current)} | {format_number(d.delta, sign=True)} | "
+                     f"{verdict} |")
     return "\n".join(lines) + "\n"
 
 
-def _num(value: float | None, sign: bool = False) -> str:
+def format_number(value: float | None, sign: bool = False) -> str:
+    """Two decimals, '+' for a difference, '–' for a value that is missing."""
     if value is None:
         return "–"
     return f"{value:+.2f}" if sign else f"{value:.2f}"

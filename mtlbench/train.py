@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -118,18 +118,10 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
     model = method.build(config)
     profile = cached_profile(method, model, p.image_size)
     channels_last = spec.speed.channels_last_on(spec.device)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    place_model(model, device, channels_last)
     forward = torch.compile(model) if spec.speed.compile else model
     loss = build_loss(method, p).to(device)
-    # One parameter group: the learned loss weights of loss_mode=code get the same Adam
-    # settings, weight decay included, as in the released code (spec §3).
-    # fused: one kernel for all parameters instead of a loop of small ops (the same update;
-    # 4× faster optimizer steps on a 2-core CPU for ACSNet's 32 M parameters).
-    optimizer = torch.optim.Adam([*model.parameters(), *loss.parameters()], lr=p.lr,
-                                 betas=(p.beta1, p.beta2), weight_decay=p.weight_decay,
-                                 fused=device.type in ("cpu", "cuda"))
+    optimizer = build_optimizer(model, loss, p, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, p))
     generator = torch.Generator().manual_seed(p.seed * 1000 + spec.fold)
 
@@ -186,8 +178,7 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
         env={**environment(spec, plugins, owner), "loss": loss.describe(),
              "lossnet_vgg": loss.lossnet.weights if loss.lossnet is not None else None,
              "weights": required_weights([method], p),
-             "speed": {"channels_last": channels_last, "compile": spec.speed.compile,
-                       "checkpoint_every_s": spec.speed.checkpoint_every_s}},
+             "speed": {**asdict(spec.speed), "channels_last": channels_last}},
         selected_epoch=selected, resumed_from_epoch=resumed_from,
     )
 
@@ -199,6 +190,25 @@ def build_loss(method: MethodCard, p: Protocol) -> TrialLoss:
         torch.manual_seed(p.seed)
         return TrialLoss(method.tasks, method.extra_losses, p.loss_mode, p.cls_weight,
                          p.dice_smooth, p.lossnet_weight, p.lossnet_vgg, p.perceptual_weight)
+
+
+def place_model(model, device: torch.device, channels_last: bool):
+    """Move ``model`` to ``device`` (in place), in NHWC memory format when ``channels_last``."""
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_optimizer(model, loss: TrialLoss, p: Protocol, device: torch.device):
+    """The protocol's Adam over the model's and the loss's parameters."""
+    # One parameter group: the learned loss weights of loss_mode=code get the same Adam
+    # settings, weight decay included, as in the released code (spec §3).
+    # fused: one kernel for all parameters instead of a loop of small ops (the same update;
+    # 4× faster optimizer steps on a 2-core CPU for ACSNet's 32 M parameters).
+    return torch.optim.Adam([*model.parameters(), *loss.parameters()], lr=p.lr,
+                            betas=(p.beta1, p.beta2), weight_decay=p.weight_decay,
+                            fused=device.type in ("cpu", "cuda"))
 
 
 def autocast(p: Protocol, device: torch.device) -> torch.autocast:
