@@ -41,6 +41,8 @@ from mtlbench.data.prepare import (
     resolve_root,
 )
 from mtlbench.data.splits import SplitMismatchError
+from mtlbench.executors import ExecutorContext, ExecutorOptionError
+from mtlbench.executors.slurm import SlurmError
 from mtlbench.plugins import Plugins, load_plugins
 from mtlbench.protocol import ProtocolError, describe_protocols, get_protocol
 from mtlbench.registry import UnknownNameError
@@ -64,9 +66,9 @@ from mtlbench.weights import WeightsUnavailableError
 console = Console(width=None if sys.stdout.isatty() else 180, log_path=False)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 180)
 
-USER_ERRORS = (UnknownNameError, ProtocolError, DataNotFoundError, DatasetLayoutError,
-               DatasetOptionError, SplitMismatchError, WeightsUnavailableError, RunLockedError,
-               StoreError)
+USER_ERRORS = (UnknownNameError, ProtocolError, ExecutorOptionError, SlurmError,
+               DataNotFoundError, DatasetLayoutError, DatasetOptionError, SplitMismatchError,
+               WeightsUnavailableError, RunLockedError, StoreError)
 DEFAULT_OUT = "mtlbench-runs"
 
 
@@ -90,12 +92,14 @@ def main() -> None:
     """Benchmark multi-task (segmentation + classification) models on breast ultrasound."""
 
 
-def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
+def _parse_sets(values: tuple[str, ...], option: str = "--set") -> dict[str, str]:
     out = {}
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ProtocolError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=3")
+            example = "epochs=3" if option == "--set" else "time=120"
+            raise ProtocolError(f"{option} {item!r}: expected KEY=VALUE, e.g. {option} "
+                                f"{example}")
         out[key.strip()] = value.strip()
     return out
 
@@ -133,55 +137,6 @@ def _device(name: str) -> str:
     return name
 
 
-def _pool_devices(text: str, option: str = "--devices") -> list[str]:
-    """The devices of ``--devices``: CUDA numbers (``0,1``), ``cuda:N`` or ``cpu``; each must
-    exist here and appear once, and CUDA and CPU are not mixed. Errors name ``option``."""
-    import torch
-
-    typed = {}  # device -> what the user typed for it
-    devices = []
-    for item in (part.strip() for part in text.split(",")):
-        number = "0" if item == "cuda" else item.removeprefix("cuda:")
-        if item == "cpu":
-            device = "cpu"
-        elif number.isdigit():
-            device = f"cuda:{int(number)}"
-        else:
-            raise ProtocolError(f"{option} {text}: {item!r} is not a device; expected CUDA "
-                                "device numbers (0,1), cuda:N, or cpu")
-        if device in typed:
-            raise ProtocolError(f"{option} {text}: {item} is listed twice; to run several "
-                                "trials at once on one device, use --trials-per-device N")
-        typed[device] = item
-        devices.append(device)
-    cuda = [d for d in devices if d != "cpu"]
-    if cuda and "cpu" in devices:
-        raise ProtocolError(f"{option} {text}: use either CUDA devices or cpu, not both")
-    if cuda and not torch.cuda.is_available():
-        raise ProtocolError(f"{option} {text}: no CUDA device is available here; use "
-                            "--devices cpu")
-    count = torch.cuda.device_count() if cuda else 0
-    for device in cuda:
-        if int(device.removeprefix("cuda:")) >= count:
-            numbers = ", ".join(str(i) for i in range(count))
-            raise ProtocolError(f"{option} {typed[device]}: this machine has {count} CUDA "
-                                f"device{'s' if count > 1 else ''} ({numbers})")
-    return devices
-
-
-def _pool(devices: str | None, trials_per_device: int | None, device: str):
-    """The PoolExecutor that --devices / --trials-per-device ask for (``device``, the resolved
-    --device, when --devices is not given), or None when neither is given."""
-    if devices is None and trials_per_device is None:
-        return None
-    from mtlbench.executors.pool import PoolExecutor
-
-    if trials_per_device is not None and trials_per_device < 1:
-        raise ProtocolError(f"--trials-per-device {trials_per_device}: must be ≥ 1")
-    found = _pool_devices(devices, "--devices") if devices else _pool_devices(device, "--device")
-    return PoolExecutor(found, trials_per_device or 1)
-
-
 @main.command()
 @click.option("--methods", "-m", default="default", show_default=True,
               help="Comma list of methods, wildcards (e.g. 'cu*'), group names (e.g. "
@@ -211,6 +166,13 @@ def _pool(devices: str | None, trials_per_device: int | None, device: str):
 @click.option("--trials-per-device", type=int, default=None, metavar="N",
               help="Trials that run at once on each device of --devices, each in its own "
                    "worker process (default 1); on the CPU they share the cores.")
+@click.option("--executor", "-x", "executor_name", default=None, metavar="NAME",
+              help="How trials are executed: local (default: one after another here), pool "
+                   "(worker processes; implied by --devices/--trials-per-device), slurm (a "
+                   "job array on a SLURM cluster) or a plugin's; `mtlbench list executors`.")
+@click.option("--executor-set", "executor_sets", multiple=True, metavar="KEY=VALUE",
+              help="An option of the executor, repeatable, e.g. --executor-set gpus=1 "
+                   "--executor-set time=120 for slurm.")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep each trial's last checkpoint.")
 @click.option("--checkpoint-every", default=DEFAULT_CHECKPOINT_EVERY_S, show_default=True,
               type=float, metavar="SECONDS",
@@ -226,14 +188,15 @@ def _pool(devices: str | None, trials_per_device: int | None, device: str):
               help="Run models through torch.compile (first epoch slower while it compiles). "
                    "Speed only: results agree up to float rounding.")
 def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root, device,
-        devices, trials_per_device, keep_checkpoints, checkpoint_every, channels_last,
-        compile_) -> None:
+        devices, trials_per_device, executor_name, executor_sets, keep_checkpoints,
+        checkpoint_every, channels_last, compile_) -> None:
     """Train and evaluate METHODS on DATASET under one protocol, five folds each.
 
     Finished trials are skipped and an interrupted trial resumes from its last checkpoint, so
     running the same command again continues where it stopped. Trials run one after another
     in this process, or, with --devices or --trials-per-device, several at once in worker
-    processes; either way only this process writes the results.
+    processes, or as SLURM jobs with --executor slurm; either way only this process (or
+    `mtlbench collect`) writes the results.
     """
     plugins = _plugins()
     run_dir = Path(out)
@@ -245,22 +208,28 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root
         protocol = get_protocol(protocol_name, parse_dataset_spec(dataset)[0], overrides)
         card, options = lookup_dataset(plugins.datasets, dataset)
         dataset = canonical_dataset_spec(card.name, options)
-        device = _device(device)
-        pool = _pool(devices, trials_per_device, device)
+        executor = _executor(plugins, executor_name, executor_sets, devices, trials_per_device,
+                             device, run_dir)
         with run_lock(run_dir):
             with console.status("Preparing data, split and weights…"):
                 speed = SpeedOptions(
                     channels_last={"auto": None, "on": True, "off": False}[channels_last],
                     compile=compile_, checkpoint_every_s=checkpoint_every)
                 plan = plan_run(plugins, names, dataset, protocol, run_dir, _parse_folds(folds),
-                                data_root, None, pool.devices[0] if pool else device, speed)
-            _announce(plan, names, dataset, protocol, run_dir, pool)
+                                data_root, None, executor.device, speed)
+            _announce(plan, names, dataset, protocol, run_dir, executor)
             summary = _execute_with_progress(plan, run_dir, plugins, protocol.epochs,
-                                             keep_checkpoints, pool)
+                                             keep_checkpoints, executor)
     except USER_ERRORS as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted before training started; nothing was lost", 130)
+    if getattr(executor, "detached", False):
+        console.print(f"Submitted {len(plan.specs)} trial(s); they write their results to "
+                      f"{run_dir / 'results'}. `mtlbench collect --out {run_dir}` stores what "
+                      "has arrived (run it any time), and running this command again waits "
+                      "for the rest.")
+        return
     _show_leaderboard(run_dir, dataset, protocol.hash)
     for path in summary.leaderboard_files:
         console.print(f"[dim]wrote {path}[/]")
@@ -270,6 +239,37 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root
             err_console.print(f"  {result.method} fold {result.fold}: "
                               f"{escape(result.error.splitlines()[0])}")
         sys.exit(1)
+
+
+def _executor(plugins: Plugins, name: str | None, sets: tuple[str, ...], devices: str | None,
+              trials_per_device: int | None, device: str, run_dir: Path):
+    """The executor of --executor / --executor-set; --devices and --trials-per-device are the
+    pool's options (and choose it when --executor is not given)."""
+    pool_flags = {}
+    if devices is not None:
+        pool_flags["devices"] = devices
+    if trials_per_device is not None:
+        pool_flags["trials_per_device"] = str(trials_per_device)
+    if trials_per_device is not None and trials_per_device < 1:
+        raise ProtocolError(f"--trials-per-device {trials_per_device}: must be ≥ 1")
+    name = (name or ("pool" if pool_flags else "local")).strip().lower()
+    if pool_flags and name != "pool":
+        raise ExecutorOptionError(f"--devices/--trials-per-device are options of the pool "
+                                  f"executor, not of {name!r}; use --executor-set")
+    card = plugins.executors.get(name)
+    options = {**_parse_sets(sets, "--executor-set"), **pool_flags}
+    if name != "slurm":
+        device = _device(device)
+    context = ExecutorContext(run_dir, device, plugins)
+    try:
+        return card.create(context, options)
+    except (ExecutorOptionError, ProtocolError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's executor: name it
+        if name in ("local", "pool", "slurm"):
+            raise
+        raise ExecutorOptionError(f"executor {name!r} (plugin {plugins.executors.owner(name)}) "
+                                  f"could not be set up: {exc}") from exc
 
 
 def _select_methods(plugins: Plugins, methods: str) -> list[str]:
@@ -291,7 +291,7 @@ def _select_methods(plugins: Plugins, methods: str) -> list[str]:
     return names
 
 
-def _announce(plan, names, dataset, protocol, run_dir, pool=None) -> None:
+def _announce(plan, names, dataset, protocol, run_dir, executor=None) -> None:
     overrides = ", ".join(f"{k}={v}" for k, v in protocol.overrides) or "none"
     console.print(
         f"[bold]mtlbench run[/]: {len(names)} method(s) ({', '.join(names)}) on [bold]{dataset}"
@@ -302,13 +302,21 @@ def _announce(plan, names, dataset, protocol, run_dir, pool=None) -> None:
         f"loss mode '{protocol.loss_mode}' (LossNet weight {protocol.lossnet_weight:g}, Qu "
         f"perceptual weight {protocol.perceptual_weight:g}"
         f"{', RANDOM VGG-16' if protocol.lossnet_vgg == 'random' else ''}).")
+    if plan.ingested:
+        console.print(f"Stored {len(plan.ingested)} result(s) that jobs of an earlier run wrote "
+                      f"to {run_dir / 'results'}.")
+    for problem in plan.problems:
+        err_console.print(f"[yellow]warning:[/] {escape(problem)}")
     console.print(f"Run folder {run_dir}: {len(plan.specs)} trial(s) to run, "
                   f"{len(plan.done)} already finished, {len(plan.resumable)} resuming from a "
                   "checkpoint.")
-    if pool is not None and plan.specs:
-        workers = min(len(pool.slots()), len(plan.specs))
-        console.print(f"{workers} worker process(es), up to {pool.trials_per_device} trial(s) "
-                      f"at once on each of {', '.join(pool.devices)}.")
+    if hasattr(executor, "slots") and plan.specs:
+        workers = min(len(executor.slots()), len(plan.specs))
+        console.print(f"{workers} worker process(es), up to {executor.trials_per_device} "
+                      f"trial(s) at once on each of {', '.join(executor.devices)}.")
+    if hasattr(executor, "parameters") and plan.specs:
+        params = ", ".join(f"{k}={v}" for k, v in executor.parameters().items())
+        console.print(f"SLURM job array ({params}); trials run on {executor.device}.")
 
 
 class _ProgressEvents:
@@ -380,6 +388,9 @@ def _execute_with_progress(plan, run_dir, plugins, epochs, keep_checkpoints, exe
                               "checkpoint"}.get(running, f"; the {running} trials in progress "
                                                 "keep their last saved epoch in their "
                                                 "checkpoints")
+            note = getattr(executor, "interrupted_note", None)
+            if note is not None:
+                kept = f"; {note()}"
             err_console.print(
                 f"[yellow]Interrupted[/] after {time.perf_counter() - started:.0f} s: "
                 f"{events.done} trial(s) finished and stored{kept}. Run the same command "
@@ -452,6 +463,64 @@ def leaderboard_cmd(out, fmt, mode) -> None:
         click.echo(to_html(rows, mode), nl=False)
     else:
         click.echo(json.dumps(to_records(rows, mode), indent=1))
+
+
+@main.command(name="collect")
+@click.option("--out", "-o", default=DEFAULT_OUT, show_default=True, type=click.Path(),
+              help="Run folder whose jobs wrote result files.")
+@click.option("--keep-checkpoints", is_flag=True, help="Keep finished trials' checkpoints.")
+def collect_cmd(out, keep_checkpoints) -> None:
+    """Store the results that jobs wrote into a run folder, and show the jobs still out.
+
+    For runs whose driver stopped (--executor-set wait=false, Ctrl-C, a closed session):
+    the SLURM jobs go on and write results/<trial id>.json; this records them in the store
+    and rewrites the leaderboard. Safe to run at any time, also while a driver runs; a result
+    already stored is not stored twice. Exit status 1 when a collected trial failed.
+    """
+    from mtlbench.executors.slurm import ENDED_STATES, describe_jobs, read_jobs
+    from mtlbench.result_files import ingest
+
+    run_dir = Path(out)
+    if not (run_dir / STORE_NAME).exists() and not (run_dir / "results").is_dir():
+        _fail(f"{run_dir} is not a run folder (no {STORE_NAME} and no results/): point --out "
+              "at the folder given to `mtlbench run --out`")
+    try:
+        with Store.in_run_dir(run_dir) as store:
+            collected, problems = ingest(store, run_dir)
+            statuses = store.statuses()
+            files = write_leaderboard(store, run_dir)
+    except StoreError as exc:
+        _fail(str(exc))
+    for problem in problems:
+        err_console.print(f"[yellow]warning:[/] {escape(problem)}")
+    failed = [r for r in collected if r.status != "finished"]
+    for result in collected:
+        if result.status == "finished" and not keep_checkpoints:
+            (run_dir / "checkpoints" / f"{result.trial_id}.pt").unlink(missing_ok=True)
+        mark = "[green]stored[/]" if result.status == "finished" else "[red]failed[/]"
+        reason = "" if result.status == "finished" else \
+            f": {escape(result.error.splitlines()[0])}"
+        console.print(f"{mark} {result.method} · {result.dataset} · fold {result.fold}{reason}")
+    out_there = {t for t, status in statuses.items() if status != "finished"}
+    out_there |= set(read_jobs(run_dir / "slurm")) - set(statuses)
+    jobs = describe_jobs(run_dir, out_there)
+    waiting = {t: js for t, js in jobs.items() if js[1] not in ENDED_STATES | {"UNKNOWN"}}
+    lost = {t: js for t, js in jobs.items()
+            if js[1] in ENDED_STATES and t not in statuses
+            and not (run_dir / "results" / f"{t}.json").exists()}
+    console.print(f"Collected {len(collected)} result(s) ({len(failed)} failed); "
+                  f"{sum(s == 'finished' for s in statuses.values())} finished trial(s) in "
+                  f"the store; {len(waiting)} job(s) still queued or running.")
+    for job_id, state, label in sorted(waiting.values()):
+        console.print(f"  job {job_id} ({state}): {label}")
+    for job_id, state, label in sorted(lost.values()):
+        err_console.print(f"[red]job {job_id} ended ({state}) without a result[/]: {label}; "
+                          f"its log is in {run_dir / 'slurm'}. Run the same `mtlbench run` "
+                          "again to submit it anew (it resumes from its checkpoint).")
+    if files:
+        _show_leaderboard(run_dir, None, None)
+    if failed or lost:
+        sys.exit(1)
 
 
 @main.command(name="compare")
@@ -647,6 +716,25 @@ def list_protocols(as_json) -> None:
     console.print("Override any setting with --set KEY=VALUE (recorded with every result).")
 
 
+@list_cmd.command(name="executors")
+@click.option("--json", "as_json", is_flag=True)
+def list_executors(as_json) -> None:
+    """The registered executors and their options (--executor NAME --executor-set KEY=VALUE)."""
+    plugins = _plugins()
+    records = [{"name": n, "plugin": plugins.executors.owner(n), "description": c.description,
+                "options": {k: {"default": o.default, "help": o.help}
+                            for k, o in c.options.items()}}
+               for n, c in plugins.executors.items()]
+    if as_json:
+        click.echo(json.dumps(records, indent=1))
+        return
+    for r in records:
+        console.print(f"[bold]{r['name']}[/] ({r['plugin']}): {escape(r['description'])}")
+        for key, option in r["options"].items():
+            default = f" (default {option['default']})" if option["default"] else ""
+            console.print(f"  {key}: {escape(option['help'])}{escape(default)}")
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 def plugins(as_json) -> None:
@@ -654,13 +742,15 @@ def plugins(as_json) -> None:
     loaded = _plugins()
     records = [{"name": i.name, "module": i.module, "distribution": i.distribution,
                 "version": i.version, "builtin": i.builtin, "methods": i.methods,
-                "datasets": i.datasets} for i in loaded.info.values()]
+                "datasets": i.datasets, "executors": i.executors}
+               for i in loaded.info.values()]
     records += [{"name": e.plugin, "error": str(e.reason)} for e in loaded.errors]
     def registered(r: dict) -> str:
         if "error" in r:
             return f"[red]failed: {escape(r['error'])}[/]"
         return ", ".join([f"method {m}" for m in r["methods"]] +
-                         [f"dataset {d}" for d in r["datasets"]])
+                         [f"dataset {d}" for d in r["datasets"]] +
+                         [f"executor {e}" for e in r["executors"]])
 
     _emit(records, as_json, "Plugins", {
         "name": lambda r: r["name"], "distribution": lambda r: r.get("distribution", ""),

@@ -16,3 +16,8 @@ def mtlbench_register_methods(register):
 @hookspec
 def mtlbench_register_datasets(register):
     """Call ``register(card: DatasetCard)`` once per dataset the plugin provides."""
+
+
+@hookspec
+def mtlbench_register_executors(register):
+    """Call ``register(card: ExecutorCard)`` once per executor the plugin provides."""

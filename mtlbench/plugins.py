@@ -17,12 +17,13 @@ import pluggy
 
 from mtlbench import hookspecs
 from mtlbench.cards import DatasetCard, MethodCard
+from mtlbench.executors import ExecutorCard
 from mtlbench.registry import Registry
 
 ENTRY_POINT_GROUP = "mtlbench"
 LOAD_ENV = "MTLBENCH_LOAD_PLUGINS"
 # Parts of the core that register through the same hooks as any plugin.
-DEFAULT_PLUGINS = ("mtlbench.data.builtin",)
+DEFAULT_PLUGINS = ("mtlbench.data.builtin", "mtlbench.executors.builtin")
 
 
 class PluginError(RuntimeError):
@@ -45,6 +46,7 @@ class PluginInfo:
     builtin: bool = False
     methods: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
+    executors: list[str] = field(default_factory=list)
 
 
 #: The group of methods that are options of another method (e.g. FCN-8s of FCN).
@@ -60,6 +62,7 @@ class Plugins:
     datasets: Registry[DatasetCard]
     info: dict[str, PluginInfo]
     errors: list[PluginError]
+    executors: Registry[ExecutorCard] = field(default_factory=lambda: Registry("executor"))
 
     def method_groups(self, group: str) -> list[str]:
         """Names of the methods whose card lists ``group``; ``options``: the methods that are
@@ -130,7 +133,9 @@ def load_plugins(strict: bool = True) -> Plugins:
     datasets: Registry[DatasetCard] = Registry("dataset")
     _collect(pm, "mtlbench_register_methods", methods, MethodCard, info, "methods", fail)
     _collect(pm, "mtlbench_register_datasets", datasets, DatasetCard, info, "datasets", fail)
-    return Plugins(pm, methods, datasets, info, errors)
+    executors: Registry[ExecutorCard] = Registry("executor")
+    _collect(pm, "mtlbench_register_executors", executors, ExecutorCard, info, "executors", fail)
+    return Plugins(pm, methods, datasets, info, errors, executors)
 
 
 def _collect(pm, hook_name, registry, card_type, info, attr, fail) -> None:

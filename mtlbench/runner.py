@@ -19,6 +19,7 @@ from mtlbench.executors.local import LocalExecutor
 from mtlbench.plugins import Plugins
 from mtlbench.protocol import Protocol, ProtocolError
 from mtlbench.report import write_leaderboard
+from mtlbench.result_files import ingest
 from mtlbench.store import Store
 from mtlbench.train import fold_indices, load_arrays
 from mtlbench.trial import SpeedOptions, TrialResult, TrialSpec
@@ -36,6 +37,8 @@ class RunPlan:
     specs: list[TrialSpec]
     done: list[TrialSpec] = field(default_factory=list)
     resumable: list[TrialSpec] = field(default_factory=list)
+    ingested: list[TrialResult] = field(default_factory=list)  # from result files, at planning
+    problems: list[str] = field(default_factory=list)  # result files that could not be read
 
 
 @dataclass
@@ -72,9 +75,12 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
     if specs:
         fold_indices(specs[0], arrays)  # computes and saves the split once, or checks it
     with Store.in_run_dir(run_dir) as store:
+        # Results that cluster jobs wrote after their driver stopped count as done.
+        plan_ingested, plan_problems = ingest(store, run_dir)
         finished = store.finished_ids()
     plan = RunPlan([s for s in specs if s.trial_id not in finished],
-                   [s for s in specs if s.trial_id in finished])
+                   [s for s in specs if s.trial_id in finished],
+                   ingested=plan_ingested, problems=plan_problems)
     plan.resumable = [s for s in plan.specs if s.checkpoint_path.exists()]
     return plan
 
@@ -84,7 +90,8 @@ def check_precision(protocol: Protocol, device: str) -> None:
     if protocol.precision == "bf16" and device.startswith("cuda"):
         import torch
 
-        if not torch.cuda.is_bf16_supported():
+        # Where this process has no GPU (a cluster's login node), the trial checks on its own.
+        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
             raise ProtocolError(f"protocol {protocol.name!r} runs in bfloat16, which "
                                 f"{device} does not support; add --set precision=fp32")
 

@@ -98,6 +98,15 @@ class Store:
         rows = self._db.execute("SELECT trial_id FROM trials WHERE status='finished'")
         return {r[0] for r in rows}
 
+    def statuses(self) -> dict[str, str]:
+        """trial id -> status ("finished" or "failed") of every trial in the store."""
+        return dict(self._db.execute("SELECT trial_id, status FROM trials"))
+
+    def error_of(self, trial_id: str) -> str:
+        """The recorded reason a trial failed ("" when it did not, or is not in the store)."""
+        row = self._db.execute("SELECT error FROM trials WHERE trial_id=?", (trial_id,)).fetchone()
+        return row[0] if row else ""
+
     def record(self, result: TrialResult) -> None:
         """Write one trial atomically; a re-run of the same trial replaces its old record."""
         with self._transaction():

@@ -5,6 +5,7 @@ methods, or methods of a plugin installed the way a third-party one is (``plugin
 protocol here runs in fp32: bfloat16 autocast, the smoke default, is ~25× slower on this CPU.
 """
 
+import json
 import multiprocessing
 import os
 import signal
@@ -36,6 +37,8 @@ PLUGIN = textwrap.dedent('''
     from torch import nn
 
     from mtlbench.cards import MethodCard
+    from mtlbench.executors import ExecutorCard, ExecutorOption
+    from mtlbench.executors.local import LocalExecutor
     from mtlbench.hookspecs import hookimpl
 
 
@@ -62,6 +65,25 @@ PLUGIN = textwrap.dedent('''
                                                                                crash),
                                 tasks=frozenset({"seg", "cls"}), family="multi-task",
                                 description="test method"))
+
+
+    class TaggingExecutor:
+        """A third-party executor: the trials last to first, each result tagged."""
+
+        def __init__(self, device, tag):
+            self.device, self.tag = device, tag
+
+        def run(self, specs, events):
+            for result in LocalExecutor(None, self.device).run(list(reversed(specs)), events):
+                result.env["executor"] = self.tag
+                yield result
+
+
+    @hookimpl
+    def mtlbench_register_executors(register):
+        register(ExecutorCard(
+            "tagging", lambda context, options: TaggingExecutor(context.device, options["tag"]),
+            "test executor", {"tag": ExecutorOption("plain", "written into each result")}))
 ''')
 
 
@@ -300,3 +322,38 @@ def test_ctrl_c_stops_the_pool_quietly_and_the_same_command_resumes(plugin_site,
     db = sqlite3.connect(tmp_path / "run" / "mtlbench.sqlite")
     rows = db.execute("SELECT fold, resumed_from_epoch FROM trials ORDER BY fold").fetchall()
     assert [r[0] for r in rows] == [0, 1] and any(r[1] >= 0 for r in rows)
+
+
+def test_an_executor_plugin_runs_trials_through_its_entry_point(plugin_site, tmp_path):
+    listed = CliRunner().invoke(main, ["list", "executors", "--json"])
+    records = {r["name"]: r for r in json.loads(listed.output)}
+    assert set(records) >= {"local", "pool", "slurm", "tagging"}
+    assert records["tagging"]["plugin"] == "pooltest"
+    assert records["tagging"]["options"]["tag"]["default"] == "plain"
+
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "run", "--methods", "tinynet", "--folds", "0,1", "--set", "epochs=1", "--set",
+        "image_size=32", "--set", "precision=fp32", "--device", "cpu", "--executor", "tagging",
+        "--executor-set", "tag=from-the-plugin", "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    db = sqlite3.connect(run_dir / "mtlbench.sqlite")
+    rows = db.execute("SELECT fold, env_json FROM trials ORDER BY recorded_at").fetchall()
+    assert [fold for fold, _ in rows] == [1, 0]  # the plugin's order
+    assert {json.loads(env)["executor"] for _, env in rows} == {"from-the-plugin"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--executor", "slurmm"], "unknown executor 'slurmm'. Did you mean 'slurm'?"),
+    (["--executor", "local", "--executor-set", "tag=x"],
+     "--executor-set tag: executor 'local' has no such option"),
+    (["--executor", "slurm", "--devices", "0"],
+     "--devices/--trials-per-device are options of the pool executor, not of 'slurm'"),
+    (["--executor", "slurm", "--device", "cuda"], "--device cuda does not apply to --executor "
+                                                  "slurm"),
+    (["--executor-set", "novalue"], "--executor-set 'novalue': expected KEY=VALUE"),
+])
+def test_bad_executor_options_get_a_clear_error(tmp_path, args, message):
+    result = CliRunner().invoke(main, ["run", *args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())

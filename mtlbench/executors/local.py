@@ -15,8 +15,9 @@ class LocalExecutor:
     """Runs each trial through ``run_trial`` in this process; a failing trial does not stop the
     others (it comes back with status ``failed`` and its reason). Ctrl-C propagates."""
 
-    def __init__(self, plugins: Plugins | None = None) -> None:
+    def __init__(self, plugins: Plugins | None = None, device: str = "cpu") -> None:
         self.plugins = plugins
+        self.device = device
 
     def run(self, specs: list[TrialSpec], events: RunEvents) -> Iterator[TrialResult]:
         for spec in specs:

@@ -38,6 +38,7 @@ from multiprocessing.process import BaseProcess
 
 from mtlbench.executors import RunEvents
 from mtlbench.executors.local import run_one_trial
+from mtlbench.protocol import ProtocolError
 from mtlbench.trial import TrialResult, TrialSpec
 
 #: Seconds a worker gets to exit after it is told to stop (or terminated) before it is killed.
@@ -77,6 +78,7 @@ class PoolExecutor:
         if trials_per_device < 1:
             raise ValueError(f"trials_per_device={trials_per_device}: must be ≥ 1")
         self.devices = list(devices)
+        self.device = self.devices[0]  # what plan_run checks the protocol against
         self.trials_per_device = trials_per_device
         self._context = get_context("spawn")
 
@@ -169,6 +171,42 @@ class PoolExecutor:
         if worker.process.is_alive():
             return None
         return _died(worker)
+
+
+def parse_devices(text: str, option: str = "--devices") -> list[str]:
+    """The devices of ``--devices``: CUDA numbers (``0,1``), ``cuda:N`` or ``cpu``; each must
+    exist here and appear once, and CUDA and CPU are not mixed. Errors name ``option``."""
+    import torch
+
+    typed = {}  # device -> what the user typed for it
+    devices = []
+    for item in (part.strip() for part in text.split(",")):
+        number = "0" if item == "cuda" else item.removeprefix("cuda:")
+        if item == "cpu":
+            device = "cpu"
+        elif number.isdigit():
+            device = f"cuda:{int(number)}"
+        else:
+            raise ProtocolError(f"{option} {text}: {item!r} is not a device; expected CUDA "
+                                "device numbers (0,1), cuda:N, or cpu")
+        if device in typed:
+            raise ProtocolError(f"{option} {text}: {item} is listed twice; to run several "
+                                "trials at once on one device, use --trials-per-device N")
+        typed[device] = item
+        devices.append(device)
+    cuda = [d for d in devices if d != "cpu"]
+    if cuda and "cpu" in devices:
+        raise ProtocolError(f"{option} {text}: use either CUDA devices or cpu, not both")
+    if cuda and not torch.cuda.is_available():
+        raise ProtocolError(f"{option} {text}: no CUDA device is available here; use "
+                            "--devices cpu")
+    count = torch.cuda.device_count() if cuda else 0
+    for device in cuda:
+        if int(device.removeprefix("cuda:")) >= count:
+            numbers = ", ".join(str(i) for i in range(count))
+            raise ProtocolError(f"{option} {typed[device]}: this machine has {count} CUDA "
+                                f"device{'s' if count > 1 else ''} ({numbers})")
+    return devices
 
 
 def cpu_threads(slots: list[str]) -> int:
