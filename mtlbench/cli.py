@@ -389,12 +389,14 @@ def _execute_with_progress(plan, run_dir, plugins, epochs, keep_checkpoints, exe
                                                 "keep their last saved epoch in their "
                                                 "checkpoints")
             note = getattr(executor, "interrupted_note", None)
+            then = "Run the same command again to resume."
             if note is not None:
-                kept = f"; {note()}"
+                kept, then = f"; {note()}.", ""
+            else:
+                kept += "."
             err_console.print(
                 f"[yellow]Interrupted[/] after {time.perf_counter() - started:.0f} s: "
-                f"{events.done} trial(s) finished and stored{kept}. Run the same command "
-                "again to resume.")
+                f"{events.done} trial(s) finished and stored{kept} {then}".rstrip())
             sys.exit(130)
     console.print(f"Run took {time.perf_counter() - started:.0f} s.")
     return summary
