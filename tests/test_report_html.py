@@ -3,6 +3,7 @@
 import dataclasses
 import re
 import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -150,7 +151,7 @@ def test_cli_report_and_its_errors(run_dir, tmp_path):
     assert fresh.exit_code == 2 and "no finished trials" in fresh.output
     other = runner.invoke(main, ["report", str(run_dir), "--dataset", "busi", "--out",
                                  str(tmp_path / "o")])
-    assert other.exit_code == 2 and "of dataset 'busi'" in other.output
+    assert other.exit_code == 2 and "of dataset 'busi'; it has: small" in other.output
     (tmp_path / "junk.sqlite").write_text("not a database")
     with pytest.raises(ReportError, match="junk.sqlite cannot be read"):
         write_report(tmp_path / "junk.sqlite", tmp_path / "j")
@@ -197,3 +198,16 @@ def test_report_in_headless_chromium(report, tmp_path):
         gray = np.asarray(image.convert("L"))
     assert gray.shape[0] > 900  # the full page, longer than the window
     assert (gray < 200).mean() > 0.02 and gray.std() > 20  # text and figures, not blank
+
+
+def test_a_store_without_masks_reports_without_a_grid(run_dir, tmp_path):
+    copy = tmp_path / STORE_NAME
+    source = sqlite3.connect(run_dir / STORE_NAME)
+    source.backup(target := sqlite3.connect(copy))
+    source.close()
+    target.execute("DELETE FROM predictions")
+    target.commit()
+    target.close()
+    text = write_report(copy, tmp_path / "r").read_text()
+    assert "No predicted masks in the store" in text and "table class=\"qualitative\"" not in text
+    assert '<table class="leaderboard">' in text and '<table class="stats">' in text

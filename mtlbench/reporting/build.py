@@ -46,13 +46,16 @@ def write_report(run: str | Path, out_dir: str | Path | None = None, mode: str =
     try:
         with Store(path) as store:
             settings = collect(store, mode, dataset, methods_registry, datasets_registry)
+            stored = sorted({t["dataset"] for t in store.trials("finished")})
     except sqlite3.DatabaseError as exc:
         raise ReportError(f"store {path} cannot be read: {exc}") from exc
     except StoreError as exc:
         raise ReportError(str(exc)) from exc
     if not settings:
-        which = f" of dataset {dataset!r}" if dataset else ""
-        raise ReportError(f"store {path} has no finished trials{which}: nothing to report")
+        if dataset and stored:
+            raise ReportError(f"store {path} has no finished trials of dataset {dataset!r}; "
+                              f"it has: {', '.join(stored)}")
+        raise ReportError(f"store {path} has no finished trials: nothing to report")
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     sections = [(s.slug, s.title, _section(s, grid, figures_dir)) for s in settings]
@@ -67,8 +70,7 @@ def write_report(run: str | Path, out_dir: str | Path | None = None, mode: str =
 def _section(setting: Setting, grid: int, figures_dir: Path) -> str:
     """The HTML of one setting; its figures are written to ``figures_dir`` as well."""
     labels = {row.method: row.label for row in setting.rows}
-    parts = [f'<p class="note">{escape(setting.rows[0].selection)}</p>',
-             "<h3>Leaderboard</h3>", html.leaderboard_table(setting),
+    parts = ["<h3>Leaderboard</h3>", html.leaderboard_table(setting),
              html.leaderboard_notes(setting)]
 
     parts.append("<h3>Per-fold box plots</h3>")

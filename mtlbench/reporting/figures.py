@@ -62,9 +62,9 @@ def box_plots(setting: Setting) -> bytes | None:
         return None
     labels = {row.method: row.label for row in setting.rows}
     colour = colours(setting.methods)
-    ncols = min(4, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
     width = max(2.6, 0.55 * len(setting.methods) + 1.2)
+    ncols = max(1, min(4, len(panels), int(16 // width)))  # about 16 inches wide at most
+    nrows = math.ceil(len(panels) / ncols)
     fig, axes = subplots(nrows, ncols, width, 3.3)
     paper_shown = False
     for ax, (column, values) in zip(axes.flat, panels, strict=False):

@@ -19,7 +19,8 @@ body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;pad
 h1{margin:.2em 0}h2{margin-top:2em;border-bottom:2px solid #ddd;padding-bottom:.2em}
 h3{margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0 1em;font-variant-numeric:tabular-nums}
-th,td{border:1px solid #d0d0d0;padding:3px 7px;text-align:right;white-space:nowrap}
+th,td{border:1px solid #d0d0d0;padding:3px 6px;text-align:right;white-space:nowrap}
+table.leaderboard{font-size:13px}table.leaderboard td,table.leaderboard th{padding:2px 5px}
 th{background:#f1f3f5;text-align:center}td.method,th.method{text-align:left}
 div.wide{overflow-x:auto;max-width:100%}tr.first td{border-top:2px solid #999}
 td.paper{color:#6a4c93;font-style:italic;background:#faf7fd}
