@@ -525,6 +525,34 @@ def collect_cmd(out, keep_checkpoints) -> None:
         sys.exit(1)
 
 
+@main.command(name="report")
+@click.argument("run", type=click.Path())
+@click.option("--out", "-o", "out_dir", default=None, type=click.Path(),
+              help="Folder for report.html and figures/ (default: RUN/report).")
+@click.option("--mode", type=click.Choice(["strict", "paper"]), default="strict",
+              show_default=True, help="strict: sound metrics; paper: the paper's computation.")
+@click.option("--dataset", "-d", default=None,
+              help="Only this dataset (its name, or the full NAME:options spec).")
+@click.option("--grid", "grid", default=4, show_default=True, type=click.IntRange(min=0),
+              help="Test cases in the qualitative grid (classes and folds take turns).")
+def report_cmd(run, out_dir, mode, dataset, grid) -> None:
+    """Write a self-contained HTML report of RUN (a run folder or a store file).
+
+    Leaderboard beside the paper's numbers, per-fold box plots, paired tests and bootstrap
+    intervals, training curves and a qualitative grid; the figures also as PNG files.
+    """
+    from mtlbench.reporting import ReportError, write_report
+
+    loaded = _plugins()
+    try:
+        with err_console.status("Writing the report…"):
+            page = write_report(run, out_dir, mode, dataset, grid, loaded.methods,
+                                loaded.datasets)
+    except ReportError as exc:
+        _fail(str(exc))
+    click.echo(str(page))
+
+
 @main.command(name="compare")
 @click.argument("current")
 @click.argument("baseline")

@@ -1,7 +1,8 @@
 """The results store: one SQLite file per run folder, the source of truth for every table.
 
-A finished trial is written in one transaction with its per-image rows, per-fold metrics and
-per-epoch curve, so a crash never leaves half a trial. Queries are parameterised.
+A finished trial is written in one transaction with its per-image rows, per-fold metrics,
+per-epoch curve and predicted masks (and its fold's gallery images, kept once per dataset, size
+and case), so a crash never leaves half a trial. Queries are parameterised.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Any
 
 from mtlbench.trial import TrialResult
 
+# Version 1 plus the predictions and case_images tables: additive (CREATE TABLE IF NOT EXISTS
+# adds them to an old store, and an older mtlbench ignores them), so the version stays 1 and
+# stores written before and after read both ways; their trials simply have no predictions.
 SCHEMA_VERSION = 1
 STORE_NAME = "mtlbench.sqlite"
 
@@ -43,6 +47,16 @@ CREATE TABLE IF NOT EXISTS curves (
     trial_id TEXT NOT NULL REFERENCES trials(trial_id) ON DELETE CASCADE,
     epoch INTEGER NOT NULL, metric TEXT NOT NULL, value REAL,
     PRIMARY KEY (trial_id, epoch, metric)
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    trial_id TEXT NOT NULL REFERENCES trials(trial_id) ON DELETE CASCADE,
+    case_id TEXT NOT NULL, mask_png TEXT NOT NULL,
+    PRIMARY KEY (trial_id, case_id)
+);
+CREATE TABLE IF NOT EXISTS case_images (
+    dataset TEXT NOT NULL, image_size INTEGER NOT NULL, case_id TEXT NOT NULL,
+    label INTEGER NOT NULL, image_png TEXT NOT NULL, mask_png TEXT NOT NULL,
+    PRIMARY KEY (dataset, image_size, case_id)
 );
 """
 
@@ -130,6 +144,15 @@ class Store:
                 "INSERT INTO curves VALUES (?,?,?,?)",
                 [(result.trial_id, rec["epoch"], k, _num(v))
                  for rec in result.curve for k, v in rec.items() if k != "epoch"])
+            db.executemany("INSERT INTO predictions VALUES (?,?,?)",
+                           [(result.trial_id, case_id, png)
+                            for case_id, png in result.predictions.items()])
+            # The same case of the same dataset and size is the same image in every trial.
+            size = int(result.protocol.get("image_size", 0))
+            db.executemany(
+                "INSERT OR REPLACE INTO case_images VALUES (?,?,?,?,?,?)",
+                [(result.dataset, size, case_id, int(c["label"]), c["image"], c["mask"])
+                 for case_id, c in result.gallery.items()])
 
     def trials(self, status: str | None = "finished") -> list[dict[str, Any]]:
         """Trial rows (with their fold metrics under ``metrics``), oldest first."""
@@ -153,6 +176,21 @@ class Store:
                 "SELECT case_id, metric, value FROM image_metrics WHERE trial_id=?", (trial_id,)):
             out.setdefault(case_id, {})[metric] = value
         return out
+
+    def predictions(self, trial_id: str) -> dict[str, str]:
+        """case id -> base64 PNG of the predicted mask, for one trial (empty when the trial
+        has no segmentation or was recorded before predictions were stored)."""
+        return dict(self._db.execute(
+            "SELECT case_id, mask_png FROM predictions WHERE trial_id=?", (trial_id,)))
+
+    def case_images(self, dataset: str, image_size: int) -> dict[str, dict[str, Any]]:
+        """case id -> {"label", "image", "mask"} (base64 PNGs) of the gallery cases stored for
+        ``dataset`` at ``image_size``."""
+        rows = self._db.execute(
+            "SELECT case_id, label, image_png, mask_png FROM case_images "
+            "WHERE dataset=? AND image_size=?", (dataset, image_size))
+        return {case_id: {"label": label, "image": image, "mask": mask}
+                for case_id, label, image, mask in rows}
 
     def curve(self, trial_id: str) -> list[dict[str, float]]:
         """Per-epoch records of one trial."""

@@ -33,6 +33,7 @@ from mtlbench.data.splits import load_or_make_split, split_path
 from mtlbench.losses import PIXEL_LOGITS, TrialLoss
 from mtlbench.metrics import classification_metrics, seg_metrics
 from mtlbench.plugins import Plugins, load_plugins
+from mtlbench.predictions import gallery, mask_pngs
 from mtlbench.profile import ModelProfile, profile_model
 from mtlbench.protocol import Protocol
 from mtlbench.trial import TrialResult, TrialSpec
@@ -161,8 +162,10 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
         model.load_state_dict(state.best_model)
         selected = state.best_epoch
     eval_started = time.perf_counter()
-    rows, fold_metrics = evaluate(forward, method, test, arrays, test_idx, p, channels_last)
+    rows, fold_metrics, pred_masks = evaluate(forward, method, test, arrays, test_idx, p,
+                                              channels_last)
     eval_s = time.perf_counter() - eval_started
+    test_ids = [arrays.ids[i] for i in test_idx]
     epochs_run = max(1, p.epochs - 1 - resumed_from)
     return TrialResult(
         trial_id=spec.trial_id, dataset=spec.dataset, method=spec.method, fold=spec.fold,
@@ -180,6 +183,9 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
              "weights": required_weights([method], p),
              "speed": {**asdict(spec.speed), "channels_last": channels_last}},
         selected_epoch=selected, resumed_from_epoch=resumed_from,
+        predictions={} if pred_masks is None else mask_pngs(test_ids, pred_masks),
+        gallery=gallery([arrays.ids[i] for i in test_idx], arrays.labels[test_idx],
+                        arrays.images[test_idx], arrays.masks[test_idx]),
     )
 
 
@@ -345,15 +351,18 @@ def predict(model, data: FoldTensors, p: Protocol, channels_last: bool = False
 
 def evaluate(model, method: MethodCard, data: FoldTensors, arrays: DatasetArrays,
              indices: list[int], p: Protocol, channels_last: bool = False
-             ) -> tuple[list[dict], dict[str, float]]:
-    """Per-image rows and per-fold metrics of the test cases (both metric modes, spec §6)."""
+             ) -> tuple[list[dict], dict[str, float], np.ndarray | None]:
+    """Per-image rows and per-fold metrics of the test cases (both metric modes, spec §6), and
+    the binary predicted masks, bool (N, S, S), or None for a method without ``seg``."""
     seg_probs, cls_probs = predict(model, data, p, channels_last)
     idx = np.asarray(indices)
     labels = arrays.labels[idx]
     rows = [{"case_id": arrays.ids[i], "label": int(arrays.labels[i])} for i in idx]
     fold: dict[str, float] = {}
+    pred_masks = None
     if "seg" in method.tasks and seg_probs is not None:
-        values = seg_metrics(seg_probs >= 0.5, arrays.masks[idx].astype(bool),
+        pred_masks = seg_probs >= 0.5
+        values = seg_metrics(pred_masks, arrays.masks[idx].astype(bool),
                              arrays.soft_masks[idx])
         for key, column in values.items():
             for row, value in zip(rows, column, strict=True):
@@ -366,7 +375,7 @@ def evaluate(model, method: MethodCard, data: FoldTensors, arrays: DatasetArrays
             row["pred_label"], row["prob_positive"] = int(pred), float(prob)
         fold.update({f"cls.{k}": float(v)
                      for k, v in classification_metrics(labels, preds, positive).items()})
-    return rows, fold
+    return rows, fold, pred_masks
 
 
 def selection_score(model, test: FoldTensors, arrays: DatasetArrays, test_idx: list[int],

@@ -91,6 +91,11 @@ class TrialResult:
     env: dict[str, Any] = field(default_factory=dict)
     selected_epoch: int = -1
     resumed_from_epoch: int = -1
+    # For the report's qualitative grid (see mtlbench.predictions): case id -> base64 PNG of the
+    # binary predicted mask of every test case, and the input and ground truth of a few gallery
+    # cases (case id -> {"image", "mask", "label"}). Plain str/int data: JSON-serialisable.
+    predictions: dict[str, str] = field(default_factory=dict)
+    gallery: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def failed(cls, spec: TrialSpec, error: str, **extra: Any) -> TrialResult:

@@ -1,0 +1,151 @@
+"""Statistics of a report: paired per-image tests against the best method, Holm's correction,
+and percentile-bootstrap confidence intervals of pooled per-image means.
+
+Per-image values are paired by case id: every case sits in exactly one test fold, so a method's
+per-image values over all its folds pair with another method's. Values that are missing or not
+finite (NaN is stored as NULL) are left out: pairwise for the tests (a case counts only when both
+methods have a finite value), per method for the means and intervals; each result carries the
+``n`` it rests on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import wilcoxon
+
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+@dataclass(frozen=True)
+class PooledMean:
+    """The mean of one method's per-image values over all its folds, with a 95% interval."""
+
+    n: int
+    mean: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A two-sided Wilcoxon signed-rank test of one method against the best, on ``n`` cases
+    paired by id; ``p_holm`` is the p-value after Holm's correction over the comparisons of
+    one metric. ``mean_difference`` is the mean of (method − best) over the paired cases."""
+
+    method: str
+    best: str
+    n: int
+    mean_difference: float
+    p: float
+    p_holm: float = math.nan
+
+
+def finite_values(values: dict[str, float | None]) -> dict[str, float]:
+    """``values`` without the cases whose value is missing (None) or not finite."""
+    return {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
+
+
+def bootstrap_ci(values, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of ``values`` (finite floats), reproducible
+    for a given seed; (nan, nan) when there are no values.
+
+    Written out rather than scipy.stats.bootstrap: it is four lines of numpy, and scipy renamed
+    the seed argument (random_state -> rng, 1.15), which would tie the numbers to a version.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def pooled_mean(values: dict[str, float | None], seed: int = BOOTSTRAP_SEED) -> PooledMean:
+    """Pooled mean of the finite per-image values with its 95% percentile-bootstrap interval."""
+    x = np.fromiter(finite_values(values).values(), dtype=np.float64)
+    if x.size == 0:
+        return PooledMean(0, math.nan, math.nan, math.nan)
+    low, high = bootstrap_ci(x, seed=seed)
+    return PooledMean(int(x.size), float(x.mean()), low, high)
+
+
+def paired(a: dict[str, float | None], b: dict[str, float | None]
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The values of the cases both ``a`` and ``b`` have a finite value for, in one order."""
+    a, b = finite_values(a), finite_values(b)
+    common = sorted(a.keys() & b.keys())
+    return (np.array([a[k] for k in common], dtype=np.float64),
+            np.array([b[k] for k in common], dtype=np.float64))
+
+
+def wilcoxon_p(x: np.ndarray, y: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of the pairs (x, y); zero differences are dropped
+    (Wilcoxon's treatment). 1.0 when every difference is zero (no evidence of a difference;
+    scipy warns and older versions return NaN there); NaN without any pair.
+
+    On 0/1 values (per-image correctness) the nonzero differences all have magnitude 1, so the
+    ranks tie and the test is the sign test on the discordant pairs.
+    """
+    if x.size == 0:
+        return math.nan
+    diff = x - y
+    if not np.any(diff):
+        return 1.0
+    return float(wilcoxon(x, y, zero_method="wilcox", alternative="two-sided").pvalue)
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given (NaN entries stay NaN and do not
+    count as hypotheses).
+
+    Written out: scipy offers only false-discovery-rate control (false_discovery_control), and
+    statsmodels' multipletests is not worth a dependency for ten lines.
+    """
+    adjusted = [math.nan] * len(pvalues)
+    tested = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    m = len(tested)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p))  # adjusted p-values never decrease
+        adjusted[i] = running
+    return adjusted
+
+
+def best_method(means: dict[str, float], lower_is_better: bool) -> str | None:
+    """The method with the best finite pooled mean (the first one listed on a tie)."""
+    finite = {m: v for m, v in means.items() if math.isfinite(v)}
+    if not finite:
+        return None
+    pick = min if lower_is_better else max
+    target = pick(finite.values())
+    return next(m for m, v in finite.items() if v == target)
+
+
+def compare_to_best(per_method: dict[str, dict[str, float | None]], lower_is_better: bool
+                    ) -> tuple[str | None, list[PairedTest]]:
+    """The best method by pooled mean and a paired test of every other method against it,
+    Holm-corrected over those tests. ``per_method``: method -> case id -> value."""
+    means = {}
+    for method, values in per_method.items():
+        finite = list(finite_values(values).values())
+        means[method] = float(np.mean(finite)) if finite else math.nan
+    best = best_method(means, lower_is_better)
+    if best is None:
+        return None, []
+    tests = []
+    for method, values in per_method.items():
+        if method == best:
+            continue
+        x, y = paired(values, per_method[best])
+        difference = float(np.mean(x - y)) if x.size else math.nan
+        tests.append(PairedTest(method, best, int(x.size), difference, wilcoxon_p(x, y)))
+    adjusted = holm([t.p for t in tests])
+    return best, [PairedTest(t.method, t.best, t.n, t.mean_difference, t.p, a)
+                  for t, a in zip(tests, adjusted, strict=True)]
