@@ -70,11 +70,12 @@ PLUGIN = textwrap.dedent('''
     class TaggingExecutor:
         """A third-party executor: the trials last to first, each result tagged."""
 
-        def __init__(self, device, tag):
-            self.device, self.tag = device, tag
+        def __init__(self, context, tag):
+            self.context, self.device, self.tag = context, context.device, tag
 
         def run(self, specs, events):
-            for result in LocalExecutor(None, self.device).run(list(reversed(specs)), events):
+            local = LocalExecutor(self.context.plugins, self.device)
+            for result in local.run(list(reversed(specs)), events):
                 result.env["executor"] = self.tag
                 yield result
 
@@ -82,7 +83,7 @@ PLUGIN = textwrap.dedent('''
     @hookimpl
     def mtlbench_register_executors(register):
         register(ExecutorCard(
-            "tagging", lambda context, options: TaggingExecutor(context.device, options["tag"]),
+            "tagging", lambda context, options: TaggingExecutor(context, options["tag"]),
             "test executor", {"tag": ExecutorOption("plain", "written into each result")}))
 ''')
 
