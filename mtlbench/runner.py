@@ -147,6 +147,9 @@ def execute(plan: RunPlan, run_dir: Path, events: RunEvents,
     """Run the planned trials; record each result in the store the moment it arrives."""
     executor = executor or LocalExecutor(plugins)
     summary = RunSummary(skipped=len(plan.done))
+    if not keep_checkpoints:  # left by a run killed between storing a trial and removing it
+        for spec in plan.done:
+            spec.checkpoint_path.unlink(missing_ok=True)
     specs = {s.trial_id: s for s in plan.specs}
     with Store.in_run_dir(run_dir) as store:
         try:

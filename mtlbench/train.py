@@ -126,6 +126,7 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, p))
     generator = torch.Generator().manual_seed(p.seed * 1000 + spec.fold)
 
+    remove_stale_checkpoint_files(spec)
     state = TrainState()
     if spec.checkpoint_path.exists():
         state = load_checkpoint(spec, model, loss, optimizer, scheduler, generator)
@@ -471,6 +472,15 @@ def save_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler, generato
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_checkpoint_files(spec: TrialSpec) -> None:
+    """Delete temporary checkpoint files of this trial left by a process killed while writing
+    one (the run lock makes this process the only writer; each can be as large as the model's
+    whole training state)."""
+    path = spec.checkpoint_path
+    for stale in path.parent.glob(f"{path.name}*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def load_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler,
