@@ -24,6 +24,8 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -166,14 +168,16 @@ def site(tmp_path):
     return site
 
 
-def run(site: Path, run_dir: Path, kill: str = "", after_s: float | None = None):
-    """`mtlbench run` on ``run_dir``; killed at ``kill`` (POINT:N) or after ``after_s``."""
+def run(site: Path, run_dir: Path, kill: str = "", after_s: float | None = None,
+        extra: tuple[str, ...] = (), marker: str = ""):
+    """`mtlbench run` on ``run_dir``; killed at ``kill`` (POINT:N) or after ``after_s``.
+    ``marker`` goes into the environment, so the run's processes can be found."""
     env = {k: v for k, v in os.environ.items() if k != "MTLBENCH_TEST_KILL"}
     env.update(PYTHONPATH=str(site), MTLBENCH_LOAD_PLUGINS="mtlbench,killtest",
-               OMP_NUM_THREADS="1", MTLBENCH_TEST_KILL=kill)
-    process = subprocess.Popen([sys.executable, "-m", "mtlbench", *RUN, "--out", str(run_dir)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+               OMP_NUM_THREADS="1", MTLBENCH_TEST_KILL=kill, KILLTEST_MARKER=marker)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mtlbench", *RUN, *extra, "--out", str(run_dir)], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if after_s is not None:
         try:
             out, err = process.communicate(timeout=after_s)
@@ -260,3 +264,51 @@ def test_kill_9_at_many_points_loses_and_duplicates_nothing(site, tmp_path):
         "step", "checkpoint_partial", "checkpoint_before_rename", "store_before_commit",
         "store_after_commit", "leaderboard_before_rename", "time"}, kills
     print(f"kill points tried: {len(kills)} ({', '.join(kills)}); results lost: 0")
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of live processes whose environment holds ``marker``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if marker.encode() in (proc / "environ").read_bytes():
+                pids.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_kill_9_of_a_pool_driver_leaves_no_worker_behind_and_loses_nothing(site, tmp_path):
+    """The driver of two CPU workers is SIGKILLed three times; its workers end within seconds
+    (none trains on as an orphan) and the finished run equals an uninterrupted local one (one
+    thread per trial in both)."""
+    reference = tmp_path / "reference"
+    assert run(site, reference)[0] == 0
+    expected = stored(reference)
+
+    run_dir = tmp_path / "run"
+    pool = ("--devices", "cpu", "--trials-per-device", "2")
+    kills = 0
+    for after_s in (6.0, 8.0, 7.0):
+        marker = f"killtest-{uuid.uuid4().hex}"
+        code, _, err = run(site, run_dir, after_s=after_s, extra=pool, marker=marker)
+        if code == 0:
+            break
+        assert code == -signal.SIGKILL, err
+        kills += 1
+        deadline = time.monotonic() + 10
+        while processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert processes_with(marker) == [], "a worker outlived its killed driver"
+        stored(run_dir)  # integrity check
+        checkpoints_load(run_dir)
+    assert kills >= 2
+    code, out, err = run(site, run_dir, extra=pool)
+    assert code == 0, err
+    results = stored(run_dir)
+    assert set(results) == set(expected)
+    for trial_id, trial in results.items():
+        assert trial["metrics"] == expected[trial_id]["metrics"], trial["fold"]
+        assert trial["curve"] == expected[trial_id]["curve"], trial["fold"]
+    assert [p.name for p in run_dir.rglob("*.tmp")] == []
