@@ -294,9 +294,14 @@ def train_epoch(model, loss: TrialLoss, method: MethodCard, owner: str, data: Fo
     if loss.weighting is not None:
         record.update(zip(("sigma_dice", "sigma_ce"), loss.weighting.sigma.tolist(),
                           strict=True))
+    # NaN/inf: checked here, on the epoch's summed losses that were read once anyway, so the
+    # steps never wait for the device; one non-finite step makes the epoch's sum non-finite.
     if not math.isfinite(record["loss_total"]):
-        raise TrialFailed(f"method {method.name!r}: training loss became {record['loss_total']} "
-                          f"at epoch {epoch}; lower the learning rate (--set lr=...)")
+        bad = [k[5:] for k, v in record.items() if k.startswith("loss_") and not math.isfinite(v)]
+        raise TrialFailed(f"method {method.name!r} (plugin {owner!r}): training loss became "
+                          f"{record['loss_total']} at epoch {epoch} (non-finite: "
+                          f"{', '.join(bad)}); lower the learning rate (--set lr=...) or check "
+                          "the model's outputs for NaN/inf")
     seconds = time.perf_counter() - started
     record.update({"seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)})
     return record

@@ -1,0 +1,131 @@
+"""One failing trial never sinks a run; bad input gets a clear error naming the thing.
+
+The failing methods come from a real third-party plugin found through its entry point, and run
+through the real CLI into the real SQLite store.
+"""
+
+import importlib
+import json
+import sqlite3
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from mtlbench.cli import main
+
+TINY = ["--folds", "0", "--set", "image_size=32", "--set", "epochs=1", "--set",
+        "precision=fp32", "--device", "cpu"]
+
+FAILING_PLUGIN = textwrap.dedent('''
+    """A third-party plugin with one good method and one for each way a trial can fail."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from mtlbench.cards import MethodCard
+    from mtlbench.hookspecs import hookimpl
+
+
+    class Net(nn.Module):
+        def __init__(self, num_classes, how):
+            super().__init__()
+            self.how, self.steps = how, 0
+            self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+            self.seg = nn.Conv2d(8, 1, 1)
+            self.cls = nn.Linear(8, num_classes)
+
+        def forward(self, x):
+            self.steps += self.training
+            if self.how == "oom":
+                raise torch.cuda.OutOfMemoryError(
+                    "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.19 GiB total)")
+            if self.how == "raise":
+                raise ValueError("the relfail decoder broke")
+            h = self.body(x)
+            out = {"seg": self.seg(h), "cls": self.cls(h.mean((2, 3)))}
+            if self.how == "nan" and self.steps > 1:  # fine for one step, then NaN
+                out = {k: v * float("nan") for k, v in out.items()}
+            if self.how == "smallseg":
+                out["seg"] = F.avg_pool2d(out["seg"], 2)
+            if self.how == "nocls":
+                del out["cls"]
+            return out
+
+
+    @hookimpl
+    def mtlbench_register_methods(register):
+        for how in ("good", "nan", "oom", "raise", "smallseg", "nocls"):
+            register(MethodCard(name=f"rel-{how}", build=lambda c, how=how: Net(c.num_classes,
+                                                                                how),
+                                tasks=frozenset({"seg", "cls"}), family="multi-task",
+                                description="reliability test method"))
+''')
+
+
+@pytest.fixture
+def failing_site(tmp_path, monkeypatch):
+    """The plugin above and a plugin that fails to import, both installed through entry points
+    in one distribution on sys.path."""
+    site = tmp_path / "site"
+    info = site / "mtlbench_relfail-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mtlbench-relfail\n"
+                                   "Version: 0.1\n")
+    (info / "entry_points.txt").write_text("[mtlbench]\nrelfail = mtlbench_relfail\n"
+                                           "relbroken = mtlbench_relbroken\n")
+    (site / "mtlbench_relfail.py").write_text(FAILING_PLUGIN)
+    (site / "mtlbench_relbroken.py").write_text(
+        "raise ImportError('relbroken needs the package nosuchdep')\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("MTLBENCH_LOAD_PLUGINS", "mtlbench,relfail,relbroken")
+    importlib.invalidate_caches()
+    return site
+
+
+def text_of(result) -> str:
+    return " ".join(result.output.split())
+
+
+def stored_trials(run_dir) -> dict[str, tuple[str, str]]:
+    """method -> (status, error) from the run's SQLite store."""
+    db = sqlite3.connect(run_dir / "mtlbench.sqlite")
+    try:
+        return {m: (s, e) for m, s, e in db.execute("SELECT method, status, error FROM trials")}
+    finally:
+        db.close()
+
+
+def test_failing_trials_are_recorded_and_the_others_finish(failing_site, tmp_path):
+    methods = "rel-good,rel-nan,rel-oom,rel-raise,rel-smallseg,rel-nocls"
+    result = CliRunner().invoke(main, ["run", "--methods", methods, *TINY,
+                                       "--out", str(tmp_path / "run")])
+    text = text_of(result)
+    assert result.exit_code == 1, result.output
+    # the plugin that cannot be imported is named; the other plugin's methods still ran
+    assert "plugin 'relbroken' failed" in text and "nosuchdep" in text
+    trials = stored_trials(tmp_path / "run")
+    assert set(trials) == set(methods.split(","))
+    assert trials["rel-good"] == ("finished", "")
+    assert {m for m, (status, _) in trials.items() if status == "failed"} == \
+        set(methods.split(",")) - {"rel-good"}
+    nan = trials["rel-nan"][1]
+    assert "method 'rel-nan' (plugin 'relfail'): training loss became nan at epoch 0" in nan
+    assert "non-finite: " in nan and "total" in nan
+    oom = trials["rel-oom"][1]
+    assert "'rel-oom' ran out of memory on cpu at batch size 8" in oom
+    assert "CUDA out of memory. Tried to allocate 20.00 GiB" in oom
+    assert "--set batch_size=4" in oom
+    raised = trials["rel-raise"][1]
+    assert raised.startswith("method 'rel-raise' raised ValueError: the relfail decoder broke")
+    assert "mtlbench_relfail.py" in raised  # the traceback reaches the plugin's own frame
+    assert "'seg' must be (8, 1, 32, 32), got (8, 1, 16, 16)" in trials["rel-smallseg"][1]
+    assert "solves 'cls' but forward returned keys ['seg']" in trials["rel-nocls"][1]
+    # the summary: counts, one line per failed trial, what to do; the leaderboard has the good one
+    assert "Summary: 1 trial(s) finished, 5 failed" in text
+    assert "5 trial(s) failed:" in text
+    for method in methods.split(",")[1:]:
+        assert f"{method} fold 0: " in text
+    assert "run the same command again" in text
+    board = json.loads((tmp_path / "run" / "leaderboard.json").read_text())
+    assert [row["method"] for row in board["strict"]] == ["rel-good"]
