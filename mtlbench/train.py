@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import pickle
 import platform
 import subprocess
 import tempfile
@@ -458,7 +459,8 @@ def save_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler, generato
     path = spec.checkpoint_path
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "trial_id": spec.trial_id, "epoch": state.epoch, "curve": state.curve,
+        "trial_id": spec.trial_id, "trial": f"{spec.label}, protocol {spec.protocol.hash}",
+        "epoch": state.epoch, "curve": state.curve,
         "model": model.state_dict(), "loss": loss.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
@@ -482,14 +484,28 @@ def load_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler,
                     generator) -> TrainState:
     """Restore a trial's checkpoint (weights only: no pickled code is ever executed)."""
     path = spec.checkpoint_path
+    restart = ("delete it to restart this trial from scratch, or use another --out folder")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused a global: code, or not ours
+        # torch's message suggests weights_only=False; keep only the line naming the object.
+        lines = [x.strip() for x in str(exc).splitlines()
+                 if "GLOBAL" in x or x.startswith("Unsupported")]
+        what = f" ({lines[0]})" if lines else ""
+        raise TrialFailed(f"checkpoint {path} was refused: it holds objects other than tensors "
+                          f"and plain data{what}, which mtlbench never writes and will not "
+                          f"unpickle; {restart}") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is treated alike
         raise TrialFailed(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
-                          "delete it to restart this trial from scratch") from exc
-    if payload.get("trial_id") != spec.trial_id:
-        raise TrialFailed(f"checkpoint {path} belongs to trial {payload.get('trial_id')!r}, not "
-                          f"{spec.trial_id!r}; delete it to restart this trial")
+                          f"{restart}") from exc
+    if not isinstance(payload, dict) or "trial_id" not in payload:
+        raise TrialFailed(f"checkpoint {path} is not a checkpoint of an mtlbench trial (no "
+                          f"trial id in it); {restart}")
+    if payload["trial_id"] != spec.trial_id:
+        other = f" ({payload['trial']})" if payload.get("trial") else ""
+        raise TrialFailed(f"checkpoint {path} belongs to trial {payload['trial_id']!r}{other}, "
+                          f"not to {spec.trial_id!r} ({spec.label}, protocol "
+                          f"{spec.protocol.hash}); {restart}")
     model.load_state_dict(payload["model"])
     loss.load_state_dict(payload.get("loss", {}))
     optimizer.load_state_dict(payload["optimizer"])

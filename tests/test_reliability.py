@@ -6,13 +6,18 @@ through the real CLI into the real SQLite store.
 
 import importlib
 import json
+import os
+import pickle
 import sqlite3
 import textwrap
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from mtlbench.cli import main
+from mtlbench.protocol import get_protocol
+from mtlbench.trial import TrialSpec
 
 TINY = ["--folds", "0", "--set", "image_size=32", "--set", "epochs=1", "--set",
         "precision=fp32", "--device", "cpu"]
@@ -129,3 +134,78 @@ def test_failing_trials_are_recorded_and_the_others_finish(failing_site, tmp_pat
     assert "run the same command again" in text
     board = json.loads((tmp_path / "run" / "leaderboard.json").read_text())
     assert [row["method"] for row in board["strict"]] == ["rel-good"]
+
+
+def _spec_of_cli_run(run_dir, method: str) -> TrialSpec:
+    """The spec `mtlbench run --methods METHOD` with TINY makes for fold 0 on synthetic."""
+    protocol = get_protocol("smoke", "synthetic", {"image_size": "32", "epochs": "1",
+                                                   "precision": "fp32"})
+    return TrialSpec("synthetic", method, 0, protocol, str(run_dir))
+
+
+class _Evil:
+    """Unpickling this runs a shell command that creates MARKER."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+@pytest.mark.parametrize("writer", ["pickle-2", "pickle-5", "torch.save"])
+def test_a_crafted_pickle_in_a_checkpoint_path_is_refused(failing_site, tmp_path,
+                                                          writer):
+    run_dir, marker = tmp_path / "run", tmp_path / "MARKER"
+    path = _spec_of_cli_run(run_dir, "rel-good").checkpoint_path
+    path.parent.mkdir(parents=True)
+    payload = {"trial_id": path.stem, "model": _Evil(marker)}
+    if writer.startswith("pickle"):
+        path.write_bytes(pickle.dumps(payload, protocol=int(writer[-1])))
+    else:
+        torch.save(payload, path)
+    result = CliRunner().invoke(main, ["run", "--methods", "rel-good", *TINY, "--out",
+                                       str(run_dir)])
+    assert result.exit_code == 1, result.output
+    assert "1 resuming from a checkpoint" in text_of(result)  # the file was taken as its own
+    assert not marker.exists()
+    status, error = stored_trials(run_dir)["rel-good"]
+    assert status == "failed"
+    assert f"checkpoint {path} was refused" in error
+    if writer != "pickle-5":  # torch stops at protocol 5's first unknown opcode, before it
+        assert "posix.system" in error
+    assert "delete it" in error and "--out" in error
+    assert "weights_only" not in error  # torch's advice to load it unsafely is not passed on
+    assert path.exists()  # the user decides what to do with it
+
+
+def test_a_checkpoint_of_another_trial_names_both_and_the_file(failing_site, tmp_path):
+    """A checkpoint copied to another trial's path (here fold 0's as fold 1's) is refused."""
+    run_dir = tmp_path / "run"
+    first = CliRunner().invoke(main, ["run", "--methods", "rel-good", *TINY, "--out",
+                                      str(run_dir), "--keep-checkpoints",
+                                      "--checkpoint-every", "0"])
+    assert first.exit_code == 0, first.output
+    fold0 = _spec_of_cli_run(run_dir, "rel-good")
+    fold1 = TrialSpec("synthetic", "rel-good", 1, fold0.protocol, str(run_dir))
+    fold0.checkpoint_path.rename(fold1.checkpoint_path)  # e.g. copied in by hand
+    result = CliRunner().invoke(main, ["run", "--methods", "rel-good", *TINY[2:], "--folds",
+                                       "1", "--out", str(run_dir)])
+    assert result.exit_code == 1, result.output
+    status, error = stored_trials(run_dir)["rel-good"]
+    assert status == "failed"
+    assert f"checkpoint {fold1.checkpoint_path} belongs to trial {fold0.trial_id!r} " \
+           f"(rel-good · synthetic · fold 0, protocol {fold0.protocol.hash})" in error
+    assert f"not to {fold1.trial_id!r} (rel-good · synthetic · fold 1" in error
+    assert "delete it to restart this trial from scratch, or use another --out" in error
+
+
+def test_a_checkpoint_without_a_trial_id_is_refused(failing_site, tmp_path):
+    run_dir = tmp_path / "run"
+    path = _spec_of_cli_run(run_dir, "rel-good").checkpoint_path
+    path.parent.mkdir(parents=True)
+    torch.save({"model": {}}, path)
+    result = CliRunner().invoke(main, ["run", "--methods", "rel-good", *TINY, "--out",
+                                       str(run_dir)])
+    assert result.exit_code == 1
+    assert "is not a checkpoint of an mtlbench trial" in stored_trials(run_dir)["rel-good"][1]
