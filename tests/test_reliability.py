@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import pickle
+import socket
 import sqlite3
 import textwrap
 
@@ -16,6 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from mtlbench.cli import main
+from mtlbench.plugins import load_plugins
 from mtlbench.protocol import get_protocol
 from mtlbench.trial import TrialSpec
 
@@ -209,3 +211,57 @@ def test_a_checkpoint_without_a_trial_id_is_refused(failing_site, tmp_path):
                                        str(run_dir)])
     assert result.exit_code == 1
     assert "is not a checkpoint of an mtlbench trial" in stored_trials(run_dir)["rel-good"][1]
+
+
+INJECTION = "x'; DROP TABLE trials;--"
+
+
+@pytest.mark.parametrize("option", ["--methods", "--dataset"])
+def test_names_from_the_command_line_never_reach_sql(failing_site, tmp_path, option):
+    run_dir = tmp_path / "run"
+    first = CliRunner().invoke(main, ["run", "--methods", "rel-good", *TINY, "--out",
+                                      str(run_dir)])
+    assert first.exit_code == 0, first.output
+    result = CliRunner().invoke(main, ["run", option, INJECTION, *TINY, "--out", str(run_dir)])
+    assert result.exit_code == 2
+    what = "method" if option == "--methods" else "dataset"
+    assert f"unknown {what} " in text_of(result)
+    assert stored_trials(run_dir)["rel-good"][0] == "finished"
+
+
+def test_quotes_and_semicolons_in_names_are_stored_as_data(tmp_path):
+    from mtlbench.store import Store
+    from mtlbench.trial import TrialResult
+
+    spec = TrialSpec(INJECTION, INJECTION, 0, get_protocol("smoke"), str(tmp_path))
+    with Store(tmp_path / "s.sqlite") as store:
+        store.record(TrialResult.failed(spec, INJECTION))
+        rows = store.trials(status=None)
+    assert [(r["dataset"], r["method"], r["error"]) for r in rows] == \
+        [(INJECTION, INJECTION, INJECTION)]
+
+
+def test_pretrained_none_builds_every_method_without_the_network(monkeypatch):
+    """With pretrained none nothing asks for weights, and no model or loss opens a socket."""
+    from mtlbench.cards import ModelConfig
+    from mtlbench.train import build_loss
+    from mtlbench.weights import required_weights
+
+    def refuse(self, address):
+        raise AssertionError(f"network connection to {address} attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # not saved by the offline switch: nothing asks
+    plugins = load_plugins()
+    cards = [plugins.methods.get(n) for n in plugins.methods.names()]
+    smoke = get_protocol("smoke", "synthetic", {"pretrained": "none"})
+    paper = get_protocol("paper", "busi", {"pretrained": "none", "lossnet_weight": "0",
+                                           "perceptual_weight": "0"})
+    assert required_weights(cards, smoke) == [] and required_weights(cards, paper) == []
+    with pytest.raises(AssertionError, match="network connection"):  # the guard works
+        socket.create_connection(("203.0.113.1", 443), timeout=1)
+    for card in cards:
+        card.build(ModelConfig(num_classes=2, in_channels=card.in_channels, image_size=32,
+                               pretrained="none"))
+        build_loss(card, smoke)
