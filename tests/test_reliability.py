@@ -12,9 +12,11 @@ import socket
 import sqlite3
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from mtlbench.cli import main
 from mtlbench.plugins import load_plugins
@@ -269,3 +271,121 @@ def test_pretrained_none_builds_every_method_without_the_network(monkeypatch, tm
         card.build(ModelConfig(num_classes=2, in_channels=card.in_channels, image_size=32,
                                pretrained="none"))
         build_loss(card, smoke)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--folds", "7"], "--folds 7: protocol 'smoke' has folds 0..4"),
+    (["--methods", "clsnet,unte"], "unknown method 'unte'. Did you mean 'unet'"),
+    (["--dataset", "synthetic:cases=3"], "dataset 'synthetic' has no option 'cases'"),
+    (["--set", "batch_size=1.5"], "batch_size"),
+    (["--set", "epochs=-1"], "epochs=-1 must be >= 1"),
+    (["--set", "precision=fp8"], "precision"),
+])
+def test_more_bad_input_gets_a_clear_error(tmp_path, args, message):
+    result = CliRunner().invoke(main, ["run", *args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert message in text_of(result)
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _folder_dataset(root, n: int = 6, size: int = 40):
+    """A small folder+CSV dataset: images/, masks/ and labels.csv, half of each class."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rows = ["id,label"]
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(
+            root / "images" / f"c{i}.png")
+        mask = np.zeros((size, size), dtype=np.uint8)
+        mask[10:20, 10:20] = 255
+        Image.fromarray(mask).save(root / "masks" / f"c{i}.png")
+        rows.append(f"c{i},{'benign' if i % 2 else 'malignant'}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:60])
+
+
+def _not_an_image(path):
+    path.write_text("this is a text file, not a PNG\n")
+
+
+def _wrong_size_mask(path):
+    Image.new("L", (12, 12)).save(path.parent.parent / "masks" / path.name)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (_truncate, "unreadable: cannot read"),
+    (_not_an_image, "unreadable: cannot read"),
+    (_wrong_size_mask, "is 12×12 but its image"),
+])
+def test_damaged_files_are_named_by_check_and_run(tmp_path, damage, problem):
+    root = _folder_dataset(tmp_path / "data")
+    damage(root / "images" / "c3.png")
+    check = CliRunner().invoke(main, ["data", "check", "folder", "--data-root", str(root),
+                                      "--json"])
+    assert check.exit_code == 1, check.output
+    errors = [p for p in json.loads(check.output)["problems"] if p["severity"] == "error"]
+    assert len(errors) == 1 and errors[0]["path"].endswith("c3.png")
+    assert problem in errors[0]["message"]
+    run = CliRunner().invoke(main, ["run", "--dataset", "folder", "--data-root", str(root),
+                                    "--methods", "clsnet", *TINY, "--out",
+                                    str(tmp_path / "run")])
+    assert run.exit_code == 2, run.output
+    assert "c3.png" in text_of(run) and "Traceback" not in run.output
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_labels_that_do_not_match_are_named(tmp_path):
+    root = _folder_dataset(tmp_path / "data")
+    (root / "labels.csv").write_text("id,label\nc0,benign\nc1,cancer\nc9,malignant\n")
+    check = CliRunner().invoke(main, ["data", "check", "folder", "--data-root", str(root)])
+    assert check.exit_code == 1
+    assert "line 3: label 'cancer' is not one of the classes benign, malignant" in \
+        text_of(check)
+    (root / "labels.csv").write_text("id,label\nc0,benign\nc1,malignant\nc9,malignant\n")
+    check = CliRunner().invoke(main, ["data", "check", "folder", "--data-root", str(root),
+                                      "--json"])
+    problems = {os.path.basename(p["path"]): p for p in json.loads(check.output)["problems"]}
+    assert problems["c9.png"]["severity"] == "error"
+    assert "listed on line 4 of labels.csv but missing" in problems["c9.png"]["message"]
+    assert problems["c2.png"]["severity"] == "warning"  # an image without a label
+    run = CliRunner().invoke(main, ["run", "--dataset", "folder", "--data-root", str(root),
+                                    "--methods", "clsnet", *TINY, "--out",
+                                    str(tmp_path / "run")])
+    assert run.exit_code == 2
+    assert "c9.png" in text_of(run) and "line 4" in text_of(run)
+
+
+@pytest.mark.parametrize("dataset, make", [
+    ("busi", lambda root: [(root / "Dataset_BUSI_with_GT" / c).mkdir(parents=True)
+                           for c in ("benign", "malignant")]),
+    ("folder", lambda root: (root / "images").mkdir(parents=True)
+     or (root / "labels.csv").write_text("id,label\n")),
+])
+def test_a_folder_without_cases_is_an_error_for_check_and_run(tmp_path, dataset, make):
+    root = tmp_path / "data"
+    make(root)
+    check = CliRunner().invoke(main, ["data", "check", dataset, "--data-root", str(root)])
+    assert check.exit_code == 1, check.output
+    assert "0 warning(s)" in text_of(check) and "1 error(s)" in text_of(check)
+    run = CliRunner().invoke(main, ["run", "--dataset", dataset, "--data-root", str(root),
+                                    "--methods", "clsnet", *TINY, "--out",
+                                    str(tmp_path / "run")])
+    assert run.exit_code == 2, run.output
+    assert f"dataset '{dataset}' at {root.resolve()}: no cases found" in text_of(run)
+    assert "Traceback" not in run.output
+
+
+def test_an_empty_data_folder_says_where_it_looked(tmp_path):
+    (tmp_path / "data").mkdir()
+    run = CliRunner().invoke(main, ["run", "--dataset", "busi", "--data-root",
+                                    str(tmp_path / "data"), "--out", str(tmp_path / "run")])
+    assert run.exit_code == 2
+    assert f"dataset 'busi' not found: looked in {tmp_path / 'data'} (an empty folder)" in \
+        text_of(run)
+    assert "Expected layout" in run.output and "--data-root" in run.output
