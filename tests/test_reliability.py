@@ -280,6 +280,8 @@ def test_pretrained_none_builds_every_method_without_the_network(monkeypatch, tm
     (["--set", "batch_size=1.5"], "batch_size"),
     (["--set", "epochs=-1"], "epochs=-1 must be >= 1"),
     (["--set", "precision=fp8"], "precision"),
+    (["--metods", "unet"], "No such option '--metods'. (Did you mean one of: '--folds', "
+                              "'--methods'"),
 ])
 def test_more_bad_input_gets_a_clear_error(tmp_path, args, message):
     result = CliRunner().invoke(main, ["run", *args, "--out", str(tmp_path / "run")])
@@ -389,3 +391,21 @@ def test_an_empty_data_folder_says_where_it_looked(tmp_path):
     assert f"dataset 'busi' not found: looked in {tmp_path / 'data'} (an empty folder)" in \
         text_of(run)
     assert "Expected layout" in run.output and "--data-root" in run.output
+
+
+def test_a_store_written_by_a_newer_mtlbench_stops_run_and_leaderboard(tmp_path):
+    from mtlbench.store import Store
+
+    run_dir = tmp_path / "run"
+    Store.in_run_dir(run_dir).close()
+    db = sqlite3.connect(run_dir / "mtlbench.sqlite")
+    db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    db.commit()
+    db.close()
+    for args in (["run", "--methods", "clsnet", *TINY], ["leaderboard"]):
+        result = CliRunner().invoke(main, [*args, "--out", str(run_dir)])
+        assert result.exit_code == 2, result.output
+        text = text_of(result)
+        assert f"store {run_dir / 'mtlbench.sqlite'} was written by a newer mtlbench" in text
+        assert "upgrade mtlbench" in text and "Traceback" not in result.output
+    assert not (run_dir / "checkpoints").exists()
