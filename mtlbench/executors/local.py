@@ -44,11 +44,13 @@ def run_one_trial(spec: TrialSpec, plugins: Plugins | None = None,
         raise
     except Exception as exc:  # noqa: BLE001 - one bad trial must not sink the run
         detail = traceback.format_exc(limit=-4)
-        if is_out_of_memory(exc):
-            _release_device_memory()
-            return TrialResult.failed(spec, out_of_memory_reason(spec, exc) + "\n" + detail)
-        return TrialResult.failed(spec, f"method {spec.method!r} raised {type(exc).__name__}: "
-                                        f"{exc}\n{detail}")
+        if not is_out_of_memory(exc):
+            return TrialResult.failed(spec, f"method {spec.method!r} raised "
+                                            f"{type(exc).__name__}: {exc}\n{detail}")
+        result = TrialResult.failed(spec, out_of_memory_reason(spec, exc) + "\n" + detail)
+    # Outside the except block: the traceback's frames, which held the trial's tensors, are gone.
+    _release_device_memory()
+    return result
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
