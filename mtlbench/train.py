@@ -361,6 +361,12 @@ def evaluate(model, method: MethodCard, data: FoldTensors, arrays: DatasetArrays
     """Per-image rows and per-fold metrics of the test cases (both metric modes, spec §6), and
     the binary predicted masks, bool (N, S, S), or None for a method without ``seg``."""
     seg_probs, cls_probs = predict(model, data, p, channels_last)
+    for task, probs in (("seg", seg_probs), ("cls", cls_probs)):
+        if probs is not None and not np.isfinite(probs).all():  # on the host already
+            raise TrialFailed(f"method {method.name!r}: its {task!r} outputs on the test fold "
+                              "are NaN/inf after training (the weights diverged, e.g. in the "
+                              "last step); lower the learning rate (--set lr=...) or check the "
+                              "model's outputs for NaN/inf")
     idx = np.asarray(indices)
     labels = arrays.labels[idx]
     rows = [{"case_id": arrays.ids[i], "label": int(arrays.labels[i])} for i in idx]

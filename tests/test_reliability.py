@@ -55,6 +55,8 @@ FAILING_PLUGIN = textwrap.dedent('''
             out = {"seg": self.seg(h), "cls": self.cls(h.mean((2, 3)))}
             if self.how == "nan" and self.steps > 1:  # fine for one step, then NaN
                 out = {k: v * float("nan") for k, v in out.items()}
+            if self.how == "naneval" and not self.training:  # as if the last step diverged
+                out = {k: v * float("nan") for k, v in out.items()}
             if self.how == "smallseg":
                 out["seg"] = F.avg_pool2d(out["seg"], 2)
             if self.how == "nocls":
@@ -64,7 +66,7 @@ FAILING_PLUGIN = textwrap.dedent('''
 
     @hookimpl
     def mtlbench_register_methods(register):
-        for how in ("good", "nan", "oom", "raise", "smallseg", "nocls"):
+        for how in ("good", "nan", "naneval", "oom", "raise", "smallseg", "nocls"):
             register(MethodCard(name=f"rel-{how}", build=lambda c, how=how: Net(c.num_classes,
                                                                                 how),
                                 tasks=frozenset({"seg", "cls"}), family="multi-task",
@@ -106,7 +108,7 @@ def stored_trials(run_dir) -> dict[str, tuple[str, str]]:
 
 
 def test_failing_trials_are_recorded_and_the_others_finish(failing_site, tmp_path):
-    methods = "rel-good,rel-nan,rel-oom,rel-raise,rel-smallseg,rel-nocls"
+    methods = "rel-good,rel-nan,rel-naneval,rel-oom,rel-raise,rel-smallseg,rel-nocls"
     result = CliRunner().invoke(main, ["run", "--methods", methods, *TINY,
                                        "--out", str(tmp_path / "run")])
     text = text_of(result)
@@ -121,6 +123,8 @@ def test_failing_trials_are_recorded_and_the_others_finish(failing_site, tmp_pat
     nan = trials["rel-nan"][1]
     assert "method 'rel-nan' (plugin 'relfail'): training loss became nan at epoch 0" in nan
     assert "non-finite: " in nan and "total" in nan
+    assert "'seg' outputs on the test fold are NaN/inf after training" in \
+        trials["rel-naneval"][1]
     oom = trials["rel-oom"][1]
     assert "'rel-oom' ran out of memory on cpu at batch size 8" in oom
     assert "CUDA out of memory. Tried to allocate 20.00 GiB" in oom
@@ -131,8 +135,8 @@ def test_failing_trials_are_recorded_and_the_others_finish(failing_site, tmp_pat
     assert "'seg' must be (8, 1, 32, 32), got (8, 1, 16, 16)" in trials["rel-smallseg"][1]
     assert "solves 'cls' but forward returned keys ['seg']" in trials["rel-nocls"][1]
     # the summary: counts, one line per failed trial, what to do; the leaderboard has the good one
-    assert "Summary: 1 trial(s) finished, 5 failed" in text
-    assert "5 trial(s) failed:" in text
+    assert "Summary: 1 trial(s) finished, 6 failed" in text
+    assert "6 trial(s) failed:" in text
     for method in methods.split(",")[1:]:
         assert f"{method} fold 0: " in text
     assert "run the same command again" in text
