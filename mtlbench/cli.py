@@ -233,11 +233,16 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root
     _show_leaderboard(run_dir, dataset, protocol.hash)
     for path in summary.leaderboard_files:
         console.print(f"[dim]wrote {path}[/]")
+    console.print(f"Summary: {len(summary.finished)} trial(s) finished, {len(summary.failed)} "
+                  f"failed, {summary.skipped} already finished before.")
     if summary.failed:
         err_console.print(f"[bold red]{len(summary.failed)} trial(s) failed:[/]")
         for result in summary.failed:
             err_console.print(f"  {result.method} fold {result.fold}: "
-                              f"{escape(result.error.splitlines()[0])}")
+                              f"{escape((result.error.splitlines() or [''])[0])}")
+        err_console.print(f"Each reason is stored with its trial in {run_dir / STORE_NAME}. "
+                          "Fix the cause and run the same command again: finished trials are "
+                          "skipped, failed ones run again.")
         sys.exit(1)
 
 

@@ -67,7 +67,8 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
     folds = list(range(protocol.folds)) if folds is None else folds
     bad = [f for f in folds if not 0 <= f < protocol.folds]
     if bad:
-        raise ValueError(f"--folds {bad}: the protocol has folds 0..{protocol.folds - 1}")
+        raise ProtocolError(f"--folds {','.join(map(str, bad))}: protocol {protocol.name!r} "
+                            f"has folds 0..{protocol.folds - 1}")
     arrays = load_arrays(card, data_root, protocol.image_size, cache_dir,
                          tuple(sorted(options.items())))
     specs = [TrialSpec(dataset, m, f, protocol, str(run_dir), data_root, cache_dir, device,

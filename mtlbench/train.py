@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import pickle
 import platform
 import subprocess
 import tempfile
@@ -295,9 +296,14 @@ def train_epoch(model, loss: TrialLoss, method: MethodCard, owner: str, data: Fo
     if loss.weighting is not None:
         record.update(zip(("sigma_dice", "sigma_ce"), loss.weighting.sigma.tolist(),
                           strict=True))
+    # NaN/inf: checked here, on the epoch's summed losses that were read once anyway, so the
+    # steps never wait for the device; one non-finite step makes the epoch's sum non-finite.
     if not math.isfinite(record["loss_total"]):
-        raise TrialFailed(f"method {method.name!r}: training loss became {record['loss_total']} "
-                          f"at epoch {epoch}; lower the learning rate (--set lr=...)")
+        bad = [k[5:] for k, v in record.items() if k.startswith("loss_") and not math.isfinite(v)]
+        raise TrialFailed(f"method {method.name!r} (plugin {owner!r}): training loss became "
+                          f"{record['loss_total']} at epoch {epoch} (non-finite: "
+                          f"{', '.join(bad)}); lower the learning rate (--set lr=...) or check "
+                          "the model's outputs for NaN/inf")
     seconds = time.perf_counter() - started
     record.update({"seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)})
     return record
@@ -356,6 +362,12 @@ def evaluate(model, method: MethodCard, data: FoldTensors, arrays: DatasetArrays
     """Per-image rows and per-fold metrics of the test cases (both metric modes, spec §6), and
     the binary predicted masks, bool (N, S, S), or None for a method without ``seg``."""
     seg_probs, cls_probs = predict(model, data, p, channels_last)
+    for task, probs in (("seg", seg_probs), ("cls", cls_probs)):
+        if probs is not None and not np.isfinite(probs).all():  # on the host already
+            raise TrialFailed(f"method {method.name!r}: its {task!r} outputs on the test fold "
+                              "are NaN/inf after training (the weights diverged, e.g. in the "
+                              "last step); lower the learning rate (--set lr=...) or check the "
+                              "model's outputs for NaN/inf")
     idx = np.asarray(indices)
     labels = arrays.labels[idx]
     rows = [{"case_id": arrays.ids[i], "label": int(arrays.labels[i])} for i in idx]
@@ -454,7 +466,8 @@ def save_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler, generato
     path = spec.checkpoint_path
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "trial_id": spec.trial_id, "epoch": state.epoch, "curve": state.curve,
+        "trial_id": spec.trial_id, "trial": f"{spec.label}, protocol {spec.protocol.hash}",
+        "epoch": state.epoch, "curve": state.curve,
         "model": model.state_dict(), "loss": loss.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
@@ -487,14 +500,28 @@ def load_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler,
                     generator) -> TrainState:
     """Restore a trial's checkpoint (weights only: no pickled code is ever executed)."""
     path = spec.checkpoint_path
+    restart = ("delete it to restart this trial from scratch, or use another --out folder")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused a global: code, or not ours
+        # torch's message suggests weights_only=False; keep only the line naming the object.
+        lines = [x.strip() for x in str(exc).splitlines()
+                 if "GLOBAL" in x or x.startswith("Unsupported")]
+        what = f" ({lines[0]})" if lines else ""
+        raise TrialFailed(f"checkpoint {path} was refused: it holds objects other than tensors "
+                          f"and plain data{what}, which mtlbench never writes and will not "
+                          f"unpickle; {restart}") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is treated alike
         raise TrialFailed(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
-                          "delete it to restart this trial from scratch") from exc
-    if payload.get("trial_id") != spec.trial_id:
-        raise TrialFailed(f"checkpoint {path} belongs to trial {payload.get('trial_id')!r}, not "
-                          f"{spec.trial_id!r}; delete it to restart this trial")
+                          f"{restart}") from exc
+    if not isinstance(payload, dict) or "trial_id" not in payload:
+        raise TrialFailed(f"checkpoint {path} is not a checkpoint of an mtlbench trial (no "
+                          f"trial id in it); {restart}")
+    if payload["trial_id"] != spec.trial_id:
+        other = f" ({payload['trial']})" if payload.get("trial") else ""
+        raise TrialFailed(f"checkpoint {path} belongs to trial {payload['trial_id']!r}{other}, "
+                          f"not to {spec.trial_id!r} ({spec.label}, protocol "
+                          f"{spec.protocol.hash}); {restart}")
     model.load_state_dict(payload["model"])
     loss.load_state_dict(payload.get("loss", {}))
     optimizer.load_state_dict(payload["optimizer"])

@@ -117,6 +117,8 @@ def check(root: Path, include_normal: bool | str = False, multimask: str = "unio
         for name, image_path in images.items():
             check_pair(image_path, sorted(masks.get(name, [])), report,
                        lesion_expected=cls != NORMAL)
+    if not report.errors and not any(report.counts.get(c) for c in class_names(include_normal)):
+        report.error(folder, f"no images in the class folders; expected layout:\n{LAYOUT}")
     return report
 
 

@@ -106,6 +106,9 @@ def check(root: Path, **options: str) -> CheckReport:
     classes = classes_for(options)
     for index, name in enumerate(classes):
         report.counts[name] = sum(1 for r in rows if r[1] == index)
+    if not rows:
+        report.error(Path(root) / s["csv"], "lists no cases; add a row per image (columns "
+                                           f"{s['id_column']}, {s['label_column']})")
     listed = set()
     for case_id, _, _, line in rows:
         image_path, mask_path = _paths(root, case_id, s)

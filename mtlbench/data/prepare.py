@@ -121,7 +121,8 @@ def resolve_root(card: DatasetCard, data_root: str | Path | None) -> Path | None
     for path in candidates:
         if path.is_dir() and any(path.iterdir()):
             return path.resolve()
-    looked = ", ".join(str(p.resolve()) for p in candidates)
+    looked = ", ".join(str(p.resolve()) + (" (an empty folder)" if p.is_dir() else "")
+                       for p in candidates)
     lines = [f"dataset {card.name!r} not found: looked in {looked}."]
     if card.layout:
         lines.append(f"Expected layout:\n{card.layout}")
@@ -147,7 +148,9 @@ def prepare_dataset(card: DatasetCard, root: Path | None, size: int,
             path.unlink(missing_ok=True)  # a damaged cache is rebuilt, never trusted
     cases = card.load(root, **options)
     if not cases:
-        raise ValueError(f"dataset {card.name!r} at {root}: no cases found")
+        layout = f"; expected layout:\n{card.layout}" if card.layout else ""
+        raise DatasetLayoutError(f"dataset {card.name!r} at {root}: no cases found (the folder "
+                                 f"holds no labelled images){layout}")
     arrays = DatasetArrays(
         name=canonical_dataset_spec(card.name, options),
         classes=card.class_names(options),
