@@ -119,3 +119,10 @@ def test_a_single_fold_shows_no_spread(tmp_path):
     text = (tmp_path / "leaderboard.md").read_text()
     assert "| one | 80.00 |" in text  # one fold: the mean alone, not "± 0.00"
     assert "| two | 70.00 ± 10.00 |" in text
+
+
+def test_a_file_that_is_not_a_store_is_named(tmp_path):
+    path = tmp_path / "mtlbench.sqlite"
+    path.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(StoreError, match=f"{path} is not a readable mtlbench store"):
+        Store(path)
