@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import re
@@ -74,7 +73,7 @@ from mtlbench.train import (  # noqa: E402
     to_tensors,
     train_epoch,
 )
-from mtlbench.trial import DEFAULT_CHECKPOINT_EVERY_S, SpeedOptions, TrialSpec  # noqa: E402
+from mtlbench.trial import SpeedOptions, TrialSpec  # noqa: E402
 
 # In the order they run: the projection needs metrics and throughput, and comes early so that
 # a run cut short (a GPU lease) still has it.
@@ -369,7 +368,9 @@ def part_default_job(device) -> dict:
 def project(throughput: dict, methods: list[str], epochs_scale: float = 1.0) -> dict:
     """Seconds of the full paper protocol (5 folds) per dataset for ``methods``, from the
     measured rates: training epochs, final evaluation with metrics, per-trial build and
-    checkpoint writes (every 60 s of training). None where a method has no measurement."""
+    checkpoint writes (in the background, one per epoch when the writer is free: on the
+    critical path only the last one, which the trial waits for). None where a method has no
+    measurement."""
     records = throughput["methods"]
     out = {}
     for dataset, n in DATASET_SIZES.items():
@@ -384,8 +385,7 @@ def project(throughput: dict, methods: list[str], epochs_scale: float = 1.0) -> 
                 continue
             epoch_s = 0.8 * n / rate
             trial_train_s = p.epochs * epochs_scale * epoch_s
-            saves = min(p.epochs, math.floor(trial_train_s / DEFAULT_CHECKPOINT_EVERY_S))
-            seconds = 5 * (trial_train_s + saves * r["checkpoint_save_s"] + r["build_s"]) \
+            seconds = 5 * (trial_train_s + r["checkpoint_save_s"] + r["build_s"]) \
                 + n / r["eval_images_per_s"] + r["profile_s"] \
                 + n * throughput.get("metrics_s_per_image", 0.0)
             per_method[name] = {"epoch_s": epoch_s, "total_s": seconds,

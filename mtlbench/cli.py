@@ -176,10 +176,11 @@ def _device(name: str) -> str:
 @click.option("--keep-checkpoints", is_flag=True, help="Keep each trial's last checkpoint.")
 @click.option("--checkpoint-every", default=DEFAULT_CHECKPOINT_EVERY_S, show_default=True,
               type=float, metavar="SECONDS",
-              help="Write a trial's resumable checkpoint after an epoch only when this many "
-                   "seconds passed since the last one (0: after every epoch). An interruption "
-                   "loses at most this much training; on a GPU an epoch can take less time "
-                   "than writing the checkpoint.")
+              help="Start a trial's resumable checkpoint after an epoch only when this many "
+                   "seconds passed since the last one started (0: after every epoch). "
+                   "Checkpoints are written in the background while training goes on; an "
+                   "epoch that ends while the previous one is still being written skips its "
+                   "own. An interruption loses the epoch in progress (and any skipped ones).")
 @click.option("--channels-last", type=click.Choice(["auto", "on", "off"]), default="auto",
               show_default=True,
               help="NHWC memory format for models and inputs; auto: on for CUDA, off on the "

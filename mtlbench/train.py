@@ -4,8 +4,9 @@ Every executor runs every trial through this function. The data of a fold lives 
 uint8 tensors on the training device and is augmented a whole batch at a time, so no
 DataLoader worker is needed, and a training step never waits for the device (no per-step
 ``.item()`` or host copy: losses are summed on the device and read once per epoch). A
-checkpoint is written atomically after an epoch (every epoch, or every
-``SpeedOptions.checkpoint_every_s``); a trial whose checkpoint exists resumes from it.
+checkpoint is written atomically after every epoch, in the background while the next one trains
+(``mtlbench.checkpointing``; ``SpeedOptions.checkpoint_every_s`` can space them out); a trial
+whose checkpoint exists resumes from it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from torch.utils.serialization import config as serialization_config
 
 from mtlbench.cards import DatasetCard, MethodCard, ModelConfig
+from mtlbench.checkpointing import CheckpointWriter, checkpoint_temp_files
 from mtlbench.data.augment import augment_batch, draw_augmentations
 from mtlbench.data.features import feature_arrays
 from mtlbench.data.prepare import DatasetArrays, lookup_dataset, prepare_dataset, resolve_root
@@ -140,23 +142,28 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
     train = to_tensors(arrays, train_idx, device, features)
     test = to_tensors(arrays, test_idx, device, features)
     owner = plugins.methods.owner(spec.method)
-    last_save = time.perf_counter()
-    for epoch in range(state.epoch + 1, p.epochs):
-        record = train_epoch(forward, loss, method, owner, train, optimizer, generator, p, epoch,
-                             channels_last)
-        scheduler.step()
-        if p.checkpoint == "paper":
-            score = selection_score(forward, test, arrays, test_idx, p, record, channels_last)
-            if score > state.best_score:
-                state.best_score, state.best_epoch = score, epoch
-                state.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        state.epoch = epoch
-        state.curve.append(record)
-        if time.perf_counter() - last_save >= spec.speed.checkpoint_every_s:
-            save_checkpoint(spec, model, loss, optimizer, scheduler, generator, state)
-            last_save = time.perf_counter()
-        if on_epoch:
-            on_epoch(spec, record)
+    writer = CheckpointWriter(functools.partial(write_checkpoint, spec.checkpoint_path),
+                              spec.speed.checkpoint_every_s)
+    try:
+        for epoch in range(state.epoch + 1, p.epochs):
+            record = train_epoch(forward, loss, method, owner, train, optimizer, generator, p,
+                                 epoch, channels_last)
+            scheduler.step()
+            if p.checkpoint == "paper":
+                score = selection_score(forward, test, arrays, test_idx, p, record,
+                                        channels_last)
+                if score > state.best_score:
+                    state.best_score, state.best_epoch = score, epoch
+                    state.best_model = {k: v.detach().clone()
+                                        for k, v in model.state_dict().items()}
+            state.epoch = epoch
+            state.curve.append(record)
+            writer.offer(lambda: checkpoint_payload(spec, model, loss, optimizer, scheduler,
+                                                    generator, state))
+            if on_epoch:
+                on_epoch(spec, record)
+    finally:
+        writer.close()  # the checkpoint in flight lands, even on Ctrl-C
     train_s = time.perf_counter() - started
 
     selected = state.epoch
@@ -455,25 +462,30 @@ class TrainState:
         self.curve = self.curve or []
 
 
-def save_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler, generator,
-                    state: TrainState):
-    """Write the trial's checkpoint atomically (temp file, fsync, rename).
-
-    Without zip CRC32s: computing them took 60–70% of the save on a 2-core CPU (2.5 of 4 s for
-    TransUNet's 1.26 GB), and they guard against disk corruption, not against the interrupted
-    writes that the temp file and rename already make harmless.
-    """
-    path = spec.checkpoint_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
+def checkpoint_payload(spec: TrialSpec, model, loss, optimizer, scheduler, generator,
+                       state: TrainState) -> dict:
+    """Everything a resumed trial needs, as tensors and plain data (live references: take a
+    ``host_copy`` before training goes on)."""
+    return {
         "trial_id": spec.trial_id, "trial": f"{spec.label}, protocol {spec.protocol.hash}",
-        "epoch": state.epoch, "curve": state.curve,
+        "epoch": state.epoch, "curve": list(state.curve),
         "model": model.state_dict(), "loss": loss.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(), "best_score": state.best_score,
         "best_epoch": state.best_epoch, "best_model": state.best_model,
     }
+
+
+def write_checkpoint(path: Path, payload: dict) -> None:
+    """Write a checkpoint atomically (temp file, fsync, rename): a reader, or a process that is
+    killed meanwhile, sees the previous checkpoint or this one, never a part.
+
+    Without zip CRC32s: computing them took 60–70% of the save on a 2-core CPU (2.5 of 4 s for
+    TransUNet's 1.26 GB), and they guard against disk corruption, not against the interrupted
+    writes that the temp file and rename already make harmless.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f, serialization_config.patch(
@@ -487,12 +499,18 @@ def save_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler, generato
             os.unlink(tmp)
 
 
+def save_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler, generator,
+                    state: TrainState) -> None:
+    """Write the trial's checkpoint now, in this thread (``write_checkpoint``)."""
+    write_checkpoint(spec.checkpoint_path,
+                     checkpoint_payload(spec, model, loss, optimizer, scheduler, generator, state))
+
+
 def remove_stale_checkpoint_files(spec: TrialSpec) -> None:
     """Delete temporary checkpoint files of this trial left by a process killed while writing
     one (the run lock makes this process the only writer; each can be as large as the model's
     whole training state)."""
-    path = spec.checkpoint_path
-    for stale in path.parent.glob(f"{path.name}*.tmp"):
+    for stale in checkpoint_temp_files(spec.checkpoint_path):
         stale.unlink(missing_ok=True)
 
 

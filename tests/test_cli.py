@@ -275,7 +275,7 @@ def test_speed_options_reach_every_trial_and_do_not_change_its_identity(tmp_path
         db.close()
     assert rows["a"][0] == rows["b"][0]
     assert json.loads(rows["a"][1])["speed"] == {"channels_last": False, "compile": False,
-                                                 "checkpoint_every_s": 60.0}
+                                                 "checkpoint_every_s": 0.0}
     assert json.loads(rows["b"][1])["speed"] == {"channels_last": True, "compile": False,
                                                  "checkpoint_every_s": 3600.0}
     bad = CliRunner().invoke(main, [*args, "--checkpoint-every", "-1", "--out",

@@ -154,7 +154,7 @@ def test_cli_report_and_its_errors(run_dir, tmp_path):
                                  str(tmp_path / "o")])
     assert other.exit_code == 2 and "of dataset 'busi'; it has: small" in other.output
     (tmp_path / "junk.sqlite").write_text("not a database")
-    with pytest.raises(ReportError, match="junk.sqlite cannot be read"):
+    with pytest.raises(ReportError, match="junk.sqlite is not a readable mtlbench store"):
         write_report(tmp_path / "junk.sqlite", tmp_path / "j")
 
 
