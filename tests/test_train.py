@@ -185,6 +185,10 @@ def test_channels_last_and_sparse_checkpoints(tmp_path, plugins):
                                  "checkpoint_every_s": 3600}
     assert plain.env["speed"]["channels_last"] is False  # off on the CPU unless asked
     assert not spec.checkpoint_path.exists()
+    assert fast.timing["checkpoints_written"] == 0
+    # the default: one checkpoint per epoch, in the background (none skipped for a tiny model)
+    assert plain.timing["checkpoints_written"] + plain.timing["checkpoints_skipped"] == 2
+    assert plain.timing["checkpoints_written"] >= 1
     for a, b in zip(plain.curve, fast.curve, strict=True):
         assert b["loss_total"] == pytest.approx(a["loss_total"], rel=2e-2)
     assert "peak_rss_mb" in fast.timing and fast.timing["peak_rss_mb"] > 0
