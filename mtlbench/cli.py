@@ -486,7 +486,7 @@ def collect_cmd(out, keep_checkpoints) -> None:
     already stored is not stored twice. Exit status 1 when a collected trial failed.
     """
     from mtlbench.executors.slurm import ENDED_STATES, describe_jobs, read_jobs
-    from mtlbench.result_files import ingest
+    from mtlbench.result_files import ingest, result_path
 
     run_dir = Path(out)
     if not (run_dir / STORE_NAME).exists() and not (run_dir / "results").is_dir():
@@ -515,7 +515,7 @@ def collect_cmd(out, keep_checkpoints) -> None:
     waiting = {t: js for t, js in jobs.items() if js[1] not in ENDED_STATES | {"UNKNOWN"}}
     lost = {t: js for t, js in jobs.items()
             if js[1] in ENDED_STATES and t not in statuses
-            and not (run_dir / "results" / f"{t}.json").exists()}
+            and not result_path(run_dir, t).exists()}
     console.print(f"Collected {len(collected)} result(s) ({len(failed)} failed); "
                   f"{sum(s == 'finished' for s in statuses.values())} finished trial(s) in "
                   f"the store; {len(waiting)} job(s) still queued or running.")

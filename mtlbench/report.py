@@ -10,12 +10,12 @@ import csv
 import io
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mtlbench.files import remove_stale_temps, write_text_atomically
 from mtlbench.store import Store
 
 # (column, store key without mode prefix, scale)
@@ -229,38 +229,8 @@ def write_leaderboard(store: Store, out_dir: str | Path) -> list[Path]:
             {"strict": to_records(strict, "strict"), "paper": to_records(paper, "paper")},
             indent=1, allow_nan=False),
     }
-    remove_stale_leaderboard_temps(out_dir)
-    written = []
-    for name, text in files.items():
-        path = out_dir / name
-        # Temp file and rename: a process killed while writing leaves the previous table whole.
-        tmp = out_dir / f".{name}.{os.getpid()}.tmp"
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        written.append(path)
-    return written
-
-
-def remove_stale_leaderboard_temps(out_dir: Path) -> None:
-    """Delete leaderboard temp files whose writer process is gone (killed mid-write); those of
-    a live process on this machine (a concurrent `mtlbench collect`, say) are left alone."""
-    for tmp in out_dir.glob(".leaderboard.*.tmp"):
-        pid = tmp.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+    remove_stale_temps(out_dir, ".leaderboard.*.tmp")  # left by a process killed mid-write
+    return [write_text_atomically(out_dir / name, text) for name, text in files.items()]
 
 
 def _by_setting(rows: list[LeaderboardRow]) -> dict[tuple[str, str, str], list[LeaderboardRow]]:

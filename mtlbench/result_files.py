@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from mtlbench.files import write_text_atomically
 from mtlbench.store import Store
 from mtlbench.trial import TrialResult
 
@@ -39,19 +38,8 @@ def progress_path(run_dir: str | Path, trial_id: str) -> Path:
 
 def write_result(run_dir: str | Path, result: TrialResult) -> Path:
     """Write ``result`` to its file in one rename, so a reader never sees half of it."""
-    path = result_path(run_dir, result.trial_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{result.trial_id}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(dataclasses.asdict(result), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomically(result_path(run_dir, result.trial_id),
+                                 json.dumps(dataclasses.asdict(result)))
 
 
 def read_result(path: str | Path) -> TrialResult:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -69,3 +71,31 @@ def plugins():
         loaded.methods.register(card.name, card, owner="tests")
     loaded.datasets.register("small", small_synthetic_card(), owner="tests")
     return loaded
+
+
+def install_plugin(site: Path, name: str, source: str) -> Path:
+    """Install ``source`` as the module ``mtlbench_<name>`` of a distribution ``mtlbench-<name>``
+    in the folder ``site``, with an ``mtlbench`` entry point ``<name>``: what `pip install` of a
+    third-party plugin leaves, for a process that has ``site`` on its path."""
+    info = site / f"mtlbench_{name}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: mtlbench-{name}\n"
+                                   "Version: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[mtlbench]\n{name} = mtlbench_{name}\n")
+    (site / f"mtlbench_{name}.py").write_text(source)
+    return site
+
+
+def processes_with(marker: str, command_part: bytes = b"") -> list[int]:
+    """Pids of live processes whose environment holds ``marker`` (and whose command line holds
+    ``command_part``), read from /proc."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = (proc / "environ").read_bytes()
+            cmdline = (proc / "cmdline").read_bytes() if command_part else b""
+        except OSError:
+            continue
+        if marker.encode() in environ and command_part in cmdline and proc.name.isdigit():
+            pids.append(int(proc.name))
+    return pids

@@ -22,6 +22,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import install_plugin, processes_with
 from mtlbench.cli import main
 from mtlbench.executors.local import LocalExecutor
 from mtlbench.executors.pool import PoolExecutor
@@ -98,13 +99,7 @@ def plugin_site(tmp_path, monkeypatch):
     there), so the worker finds the entry point as any fresh mtlbench process would; no test
     hook in the production code is needed. PYTHONPATH is set for `mtlbench` subprocesses.
     """
-    site = tmp_path / "site"
-    info = site / "mtlbench_pooltest-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mtlbench-pooltest\n"
-                                   "Version: 0.1\n")
-    (info / "entry_points.txt").write_text("[mtlbench]\npooltest = mtlbench_pooltest\n")
-    (site / "mtlbench_pooltest.py").write_text(PLUGIN)
+    site = install_plugin(tmp_path / "site", "pooltest", PLUGIN)
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("MTLBENCH_LOAD_PLUGINS", "mtlbench,pooltest")
     return site
@@ -279,16 +274,7 @@ def test_run_with_two_trials_at_once_stores_both(plugin_site, tmp_path):
 
 def _workers_of(marker: str) -> list[int]:
     """Pids of live worker processes whose environment holds ``marker``."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            environ = (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        if b"spawn_main" in cmdline and marker.encode() in environ:
-            pids.append(int(proc.name))
-    return pids
+    return processes_with(marker, b"spawn_main")
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")

@@ -31,6 +31,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import install_plugin, processes_with
+
 KILLER = textwrap.dedent('''
     """Kill this process (SIGKILL) at the call given by MTLBENCH_TEST_KILL=POINT:N."""
     import os
@@ -112,24 +114,11 @@ KILLER = textwrap.dedent('''
 ''')
 
 PLUGIN = textwrap.dedent('''
-    """A tiny multi-task method, so that the chain's training takes seconds."""
-    from torch import nn
+    """conftest's tiny multi-task model as a method, so that the chain trains in seconds."""
+    from conftest import TinyNet
 
     from mtlbench.cards import MethodCard
     from mtlbench.hookspecs import hookimpl
-
-
-    class TinyNet(nn.Module):
-        def __init__(self, num_classes):
-            super().__init__()
-            self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-                                      nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
-            self.seg = nn.Conv2d(8, 1, 1)
-            self.cls = nn.Linear(8, num_classes)
-
-        def forward(self, x):
-            h = self.body(x)
-            return {"seg": self.seg(h), "cls": self.cls(h.mean((2, 3)))}
 
 
     @hookimpl
@@ -151,19 +140,14 @@ CHAIN = [("step", 5), ("checkpoint_partial", 1), ("checkpoint_before_rename", 1)
          ("store_after_commit", 1), ("leaderboard_before_rename", 1)]
 
 
+TESTS = Path(__file__).parent  # conftest, for the plugin's model
 TIMING = {"seconds", "images_per_s"}  # per-epoch wall-clock figures: the only values that vary
 
 
 @pytest.fixture
 def site(tmp_path):
     """The test plugin (through a real entry point) and the killer (as sitecustomize)."""
-    site = tmp_path / "site"
-    info = site / "mtlbench_killtest-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mtlbench-killtest\n"
-                                   "Version: 0.1\n")
-    (info / "entry_points.txt").write_text("[mtlbench]\nkilltest = mtlbench_killtest\n")
-    (site / "mtlbench_killtest.py").write_text(PLUGIN)
+    site = install_plugin(tmp_path / "site", "killtest", PLUGIN)
     (site / "sitecustomize.py").write_text(KILLER)
     return site
 
@@ -173,7 +157,8 @@ def run(site: Path, run_dir: Path, kill: str = "", after_s: float | None = None,
     """`mtlbench run` on ``run_dir``; killed at ``kill`` (POINT:N) or after ``after_s``.
     ``marker`` goes into the environment, so the run's processes can be found."""
     env = {k: v for k, v in os.environ.items() if k != "MTLBENCH_TEST_KILL"}
-    env.update(PYTHONPATH=str(site), MTLBENCH_LOAD_PLUGINS="mtlbench,killtest",
+    env.update(PYTHONPATH=os.pathsep.join([str(site), str(TESTS)]),
+               MTLBENCH_LOAD_PLUGINS="mtlbench,killtest",
                OMP_NUM_THREADS="1", MTLBENCH_TEST_KILL=kill, KILLTEST_MARKER=marker)
     process = subprocess.Popen(
         [sys.executable, "-m", "mtlbench", *RUN, *extra, "--out", str(run_dir)], env=env,
@@ -264,18 +249,6 @@ def test_kill_9_at_many_points_loses_and_duplicates_nothing(site, tmp_path):
         "step", "checkpoint_partial", "checkpoint_before_rename", "store_before_commit",
         "store_after_commit", "leaderboard_before_rename", "time"}, kills
     print(f"kill points tried: {len(kills)} ({', '.join(kills)}); results lost: 0")
-
-
-def processes_with(marker: str) -> list[int]:
-    """Pids of live processes whose environment holds ``marker``."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if marker.encode() in (proc / "environ").read_bytes():
-                pids.append(int(proc.name))
-        except (OSError, ValueError):
-            continue
-    return pids
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import install_plugin
 from mtlbench.executors import ExecutorContext, ExecutorOptionError
 from mtlbench.executors.slurm import (
     SlurmError,
@@ -167,13 +168,7 @@ def slurm_cluster():
 @pytest.fixture
 def cluster_env(tmp_path, slurm_cluster):
     """Environment for `mtlbench` driver processes: the test plugin on PYTHONPATH."""
-    site = tmp_path / "site"
-    info = site / "mtlbench_slurmtest-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mtlbench-slurmtest\n"
-                                   "Version: 0.1\n")
-    (info / "entry_points.txt").write_text("[mtlbench]\nslurmtest = mtlbench_slurmtest\n")
-    (site / "mtlbench_slurmtest.py").write_text(PLUGIN)
+    site = install_plugin(tmp_path / "site", "slurmtest", PLUGIN)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
     env["MTLBENCH_LOAD_PLUGINS"] = "mtlbench,slurmtest"

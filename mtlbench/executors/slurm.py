@@ -41,6 +41,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mtlbench.executors import ExecutorOption, ExecutorOptionError, RunEvents, parse_bool, parse_int
+from mtlbench.files import write_text_atomically
 from mtlbench.result_files import (
     ProgressReader,
     append_progress,
@@ -127,10 +128,11 @@ class SlurmExecutor:
         """Submit the specs that have no live job yet (one array), then, with wait=true, yield
         every spec's result as it arrives."""
         specs = [replace(s, device=self.device) for s in specs]
-        known = {t: job["job_id"] for t, job in read_jobs(self.folder).items()}
-        states = job_states([known[s.trial_id] for s in specs if s.trial_id in known])
-        live = {s.trial_id: known[s.trial_id] for s in specs
-                if states.get(known.get(s.trial_id, ""), ("", 0))[0] not in ("", *ENDED_STATES)}
+        known = {t: job["job_id"] for t, job in read_jobs(self.folder).items()
+                 if t in {s.trial_id for s in specs}}
+        states = job_states(list(known.values()))  # jobs SLURM no longer knows are left out
+        live = {t: job for t, job in known.items()
+                if job in states and states[job][0] not in ENDED_STATES}
         to_submit = [s for s in specs if s.trial_id not in live]
         for spec in to_submit:  # an old result or progress of a trial that runs again
             result_path(self.run_dir, spec.trial_id).unlink(missing_ok=True)
@@ -199,9 +201,8 @@ class SlurmExecutor:
                     ended_since.setdefault(trial_id, now)
                     path = result_path(self.run_dir, trial_id)
                     if not path.exists() and now - ended_since[trial_id] >= RESULT_GRACE_S:
-                        del waiting[trial_id]
-                        yield self._ended_without_result(waiting_spec(specs, trial_id),
-                                                         jobs[trial_id], state)
+                        yield self._ended_without_result(waiting.pop(trial_id), jobs[trial_id],
+                                                         state)
             if waiting:
                 time.sleep(min(1.0, self.poll_s))
 
@@ -219,10 +220,6 @@ class SlurmExecutor:
         return (f"the submitted SLURM jobs keep running; `mtlbench collect --out {self.run_dir}`"
                 " stores their results (any time), running the same command again watches "
                 f"them, and `scancel {self.array_id or '<job id>'}` stops them")
-
-
-def waiting_spec(specs: list[TrialSpec], trial_id: str) -> TrialSpec:
-    return next(s for s in specs if s.trial_id == trial_id)
 
 
 class SlurmTrial:
@@ -301,10 +298,8 @@ def read_jobs(folder: Path) -> dict[str, dict[str, str]]:
 
 def write_jobs(folder: Path, submitted: dict[str, dict[str, str]]) -> None:
     """Add ``submitted`` to the job record (newer submissions replace older ones)."""
-    jobs = {**read_jobs(folder), **submitted}
-    tmp = folder / f".{JOBS_FILE}.tmp"
-    tmp.write_text(json.dumps(jobs, indent=1))
-    os.replace(tmp, folder / JOBS_FILE)
+    write_text_atomically(folder / JOBS_FILE, json.dumps({**read_jobs(folder), **submitted},
+                                                          indent=1))
 
 
 def job_states(job_ids: list[str]) -> dict[str, tuple[str, int]]:
