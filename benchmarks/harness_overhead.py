@@ -3,10 +3,10 @@
 Usage: ``python benchmarks/harness_overhead.py [--method unet] [--epochs 3] [--device cpu]
 [--size 64] [--batch 8]``. Both loops train the same freshly built model (same seed) on the same
 in-memory synthetic fold with the same batches, the method's own loss (``TrialLoss``), fused
-Adam and the protocol's precision (bf16 autocast), channels_last where the harness uses it (on
-CUDA) — the "tuned bare loop". The harness adds what it does for every method: augmentation,
-the model-contract check, the named loss terms and the epoch record. Prints one JSON record
-with the ratio, measured in one process.
+Adam and the protocol's precision (auto: bf16 autocast where native), channels_last where the
+harness uses it (on CUDA) — the "tuned bare loop". The harness adds what it does for every
+method: augmentation, the model-contract check, the named loss terms and the epoch record.
+Prints one JSON record with the ratio, measured in one process.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 
 from mtlbench.cards import ModelConfig
 from mtlbench.plugins import load_plugins
+from mtlbench.precision import resolve as resolve_precision
 from mtlbench.protocol import Protocol, get_protocol
 from mtlbench.train import (
     FoldTensors,
@@ -51,7 +52,7 @@ def bare_epoch(model, loss, optimizer, data: FoldTensors, p: Protocol, order: to
         idx = order[i:i + p.batch_size]
         images = data.images[idx].float().div_(255)
         masks = data.masks[idx].float()
-        with autocast(p, images.device):
+        with autocast(resolve_precision(p.precision, images.device.type), images.device):
             out = model(model_input(images, p, channels_last))
         total = loss.terms(out, masks, data.labels[idx])["total"]
         optimizer.zero_grad(set_to_none=True)
@@ -80,7 +81,7 @@ def measure(card, p: Protocol, data: FoldTensors, device: torch.device, epochs: 
             started = time.perf_counter()
             if kind == "harness":
                 train_epoch(model, loss, card, "bench", data, optimizer, generator, p, epoch,
-                            channels_last)
+                            channels_last, precision=resolve_precision(p.precision, device.type))
             else:
                 order = torch.randperm(n, generator=generator).to(device)
                 bare_epoch(model, loss, optimizer, data, p, order, channels_last)
@@ -89,7 +90,8 @@ def measure(card, p: Protocol, data: FoldTensors, device: torch.device, epochs: 
                 times[kind].append(time.perf_counter() - started)
     harness, bare = min(times["harness"]), min(times["bare"])
     return {"method": card.name, "images_per_epoch": n, "batch": p.batch_size,
-            "size": p.image_size, "precision": p.precision, "channels_last": channels_last,
+            "size": p.image_size, "precision": resolve_precision(p.precision, device.type),
+            "channels_last": channels_last,
             "harness_s": harness, "bare_s": bare, "ratio": harness / bare,
             "harness_images_per_s": n / harness, "bare_images_per_s": n / bare}
 

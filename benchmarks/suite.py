@@ -23,9 +23,10 @@ after every part so a failure in one part keeps the others. Parts (``--only`` pi
   once on the device (``--trials-per-device``; CUDA: N = 3 at the paper protocol's size, CPU:
   N = 2 at the smoke size).
 - ``augmentation``: the harness's batch augmentation against kornia and torchvision.v2.
-- ``variants``: channels_last, ``torch.compile`` and float32 instead of the protocol's bf16
-  autocast, for unet and acsnet (compiling on the CPU under bf16 is refused by ``mtlbench
-  run``: it gives NaN gradients for ACSNet; the suite shows it).
+- ``variants``: channels_last, ``torch.compile`` and float32 against the protocol's
+  ``precision=auto`` (bf16 autocast where the CPU has it natively, else float32), for unet and
+  acsnet (compiling on the CPU under bf16 is refused by ``mtlbench run``: it gives NaN
+  gradients for ACSNet; the suite shows it).
 - ``default_job``: wall time and peak memory of ``mtlbench run`` with no method arguments.
 - ``projection``: the full paper protocol (five folds, BUS and BUSI) projected from the
   measured per-epoch times, for the paper's eleven methods and for all methods.
@@ -59,6 +60,8 @@ from mtlbench.cards import ModelConfig  # noqa: E402
 from mtlbench.data.features import feature_arrays  # noqa: E402
 from mtlbench.metrics import seg_metrics  # noqa: E402
 from mtlbench.plugins import load_plugins  # noqa: E402
+from mtlbench.precision import cpu_description, cpu_kind, cpu_model  # noqa: E402
+from mtlbench.precision import resolve as resolve_precision  # noqa: E402
 from mtlbench.profile import profile_model  # noqa: E402
 from mtlbench.protocol import Protocol, get_protocol  # noqa: E402
 from mtlbench.train import (  # noqa: E402
@@ -91,21 +94,16 @@ def device_info(device: torch.device) -> dict:
         name = torch.cuda.get_device_name(device)
         slug = "cuda-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     else:
-        name = _cpu_model()
-        slug = f"cpu-{os.cpu_count()}core"
+        # The CPU kind is in the name: an AMX CPU (bf16 native) and an AVX2-only one (bf16
+        # emulated, float32 chosen) give results too different to share a file.
+        name = cpu_model()
+        slug = f"cpu-{os.cpu_count()}core-{cpu_kind()}"
+    cpu = cpu_description()
+    emulated = bool(os.environ.get("ATEN_CPU_CAPABILITY") or cpu["onednn_max_isa"])
     return {"device": str(device), "name": name, "slug": slug, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "python": platform.python_version(), "platform": platform.platform()}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+            "python": platform.python_version(), "platform": platform.platform(),
+            "cpu": {**cpu, "emulated": emulated}}
 
 
 def synchronize(device: torch.device) -> None:
@@ -146,7 +144,7 @@ def train_rate(card, p: Protocol, data, device: torch.device, speed: SpeedOption
         synchronize(device)
         started = time.perf_counter()
         train_epoch(forward, loss, card, "bench", subset, optimizer, generator, p, epoch,
-                    channels_last)
+                    channels_last, precision=resolve_precision(p.precision, device.type))
         synchronize(device)
         return time.perf_counter() - started
 
@@ -158,10 +156,11 @@ def eval_rate(card, p: Protocol, data, device: torch.device) -> float:
     """Inference images/s of the harness's ``predict`` (eval batch of the protocol)."""
     channels_last = SpeedOptions().channels_last_on(device.type)
     model, _, _ = harness_overhead.fresh(card, p, 0, device, channels_last)
-    predict(model, data, p, channels_last)  # warm-up (cuDNN autotuning on CUDA)
+    precision = resolve_precision(p.precision, device.type)
+    predict(model, data, p, channels_last, precision=precision)  # warm-up (cuDNN autotuning)
     synchronize(device)
     started = time.perf_counter()
-    predict(model, data, p, channels_last)
+    predict(model, data, p, channels_last, precision=precision)
     synchronize(device)
     return data.labels.shape[0] / (time.perf_counter() - started)
 
@@ -425,8 +424,13 @@ def _duration(seconds: float) -> str:
 def markdown(results: dict) -> str:
     """The result file as Markdown tables."""
     info = results["device"]
+    cpu = info.get("cpu", {})
+    kind = (f"torch CPU capability {cpu['capability']}, native bf16 {cpu['bf16_native']} "
+            f"({cpu['bf16_reason']})" + ("; instruction sets capped by ATEN_CPU_CAPABILITY / "
+                                         "ONEDNN_MAX_CPU_ISA (emulation)" if cpu.get("emulated")
+                                         else "") + ". " if cpu else "")
     lines = [f"# Benchmark suite · {info['name']} ({info['device']})", "",
-             f"torch {info['torch']}, {info['threads']} threads, {info['cpus']} CPUs, "
+             f"{kind}torch {info['torch']}, {info['threads']} threads, {info['cpus']} CPUs, "
              f"{info['platform']}. Last call {results['date']}: `python benchmarks/suite.py "
              f"{results['arguments']}`; parts it did not run are kept from earlier calls. When "
              "each part was measured: " + ", ".join(

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import click
+import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -28,6 +29,7 @@ from mtlbench.compare import (
     compare,
     format_number,
     load_records,
+    precision_differences,
     unmatched_protocols,
 )
 from mtlbench.compare import to_markdown as compare_markdown
@@ -44,6 +46,8 @@ from mtlbench.data.splits import SplitMismatchError
 from mtlbench.executors import ExecutorContext, ExecutorOptionError
 from mtlbench.executors.slurm import SlurmError
 from mtlbench.plugins import Plugins, load_plugins
+from mtlbench.precision import bf16_support
+from mtlbench.precision import resolve as resolve_precision
 from mtlbench.protocol import ProtocolError, describe_protocols, get_protocol
 from mtlbench.registry import UnknownNameError
 from mtlbench.report import (
@@ -297,13 +301,25 @@ def _select_methods(plugins: Plugins, methods: str) -> list[str]:
     return names
 
 
+def _precision_words(requested: str, executor) -> str:
+    """'fp32', 'bf16', or what auto became on this process's device and why."""
+    if requested != "auto":
+        return requested
+    device = getattr(executor, "device", "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "auto precision (bf16 where each trial's GPU has it natively, else fp32)"
+    support = bf16_support(device)
+    return f"{resolve_precision(requested, device)} (auto: {support.reason})"
+
+
 def _announce(plan, names, dataset, protocol, run_dir, executor=None) -> None:
     overrides = ", ".join(f"{k}={v}" for k, v in protocol.overrides) or "none"
     console.print(
         f"[bold]mtlbench run[/]: {len(names)} method(s) ({', '.join(names)}) on [bold]{dataset}"
         f"[/], protocol [bold]{protocol.name}[/] ({protocol.hash}; overrides: {overrides}), "
         f"{protocol.image_size}², {protocol.epochs} epochs, batch {protocol.batch_size}, "
-        f"{protocol.precision} forward, checkpoint selection '{protocol.checkpoint}', "
+        f"{_precision_words(protocol.precision, executor)} forward, checkpoint selection "
+        f"'{protocol.checkpoint}', "
         f"pretrained '{protocol.pretrained}', "
         f"loss mode '{protocol.loss_mode}' (LossNet weight {protocol.lossnet_weight:g}, Qu "
         f"perceptual weight {protocol.perceptual_weight:g}"
@@ -311,7 +327,7 @@ def _announce(plan, names, dataset, protocol, run_dir, executor=None) -> None:
     if plan.ingested:
         console.print(f"Stored {len(plan.ingested)} result(s) that jobs of an earlier run wrote "
                       f"to {run_dir / 'results'}.")
-    for problem in plan.problems:
+    for problem in [*plan.warnings, *plan.problems]:
         err_console.print(f"[yellow]warning:[/] {escape(problem)}")
     console.print(f"Run folder {run_dir}: {len(plan.specs)} trial(s) to run, "
                   f"{len(plan.done)} already finished, {len(plan.resumable)} resuming from a "
@@ -422,19 +438,20 @@ def _show_leaderboard(run_dir: Path, dataset: str | None, protocol_hash: str | N
         table = Table(title=f"Leaderboard · {ds} · protocol {proto} ({phash}) · {mode} metrics"
                             f" · {selection}",
                       caption="Dice/Jaccard/ACC/PRE/REC in %, HD95/ASD in px; mean ± std over "
-                              "folds. PRE weighted, REC macro.")
+                              "folds. PRE weighted, REC macro. Prec.: forward precision.")
         table.add_column("Method", style="bold")
         for column in headline_columns():
             table.add_column(column, justify="right")
         table.add_column("Params (M)", justify="right")
         table.add_column("GFLOPs", justify="right")
         table.add_column("Folds", justify="right")
+        table.add_column("Prec.")
         for row in rows:
             if (row.dataset, row.protocol_hash) != (ds, phash):
                 continue
             cells = [cell(row, column) for column in headline_columns()]
             table.add_row(row.label, *cells, f"{row.mparams:.2f}", f"{row.gflops:.2f}",
-                          str(len(row.folds)))
+                          str(len(row.folds)), row.precision)
         console.print(table)
         if any(r.random_lossnet for r in rows if (r.dataset, r.protocol_hash) == (ds, phash)):
             console.print(f"[yellow]{RANDOM_LOSSNET_NOTE}[/]")
@@ -615,6 +632,9 @@ def compare_cmd(current, baseline, tolerance, per_metric, metrics, mode, fmt) ->
         console.print(table)
     for note in unmatched_protocols(now, before):
         err_console.print(f"[yellow]note:[/] {escape(note)} (not comparable)")
+    for note in precision_differences(now, before):
+        err_console.print(f"[yellow]note:[/] {escape(note)} precision (compared: the protocol "
+                          "is the same; the difference includes rounding)")
     if regressions:
         err_console.print(f"[bold red]{len(regressions)} regression(s)[/] beyond the tolerance.")
         sys.exit(1)

@@ -153,3 +153,20 @@ def format_number(value: float | None, sign: bool = False) -> str:
     if value is None:
         return "–"
     return f"{value:+.2f}" if sign else f"{value:.2f}"
+
+
+def precision_differences(current: list[dict], baseline: list[dict]) -> list[str]:
+    """Matched rows whose forward precision differs (e.g. a bf16 baseline from an AMX CPU and an
+    fp32 run on an AVX2 one): comparable, since precision is chosen by the hardware and not part
+    of the protocol, but said, because the tolerance must then also cover the rounding."""
+    def key(record: dict) -> tuple[str, str, str]:
+        return record["dataset"], record["method"], record["protocol_hash"]
+
+    before = {key(r): r.get("precision") or "unknown" for r in baseline}
+    notes = []
+    for r in current:
+        old, new = before.get(key(r)), r.get("precision") or "unknown"
+        if old is not None and old != new:
+            notes.append(f"{r['method']} on {r['dataset']}: baseline {old}, current {new}")
+    return notes
+

@@ -18,11 +18,14 @@ CHECKPOINTS = ("last", "paper")
 PRETRAINED = ("none", "imagenet")
 SCHEDULES = ("cosine", "constant")
 ROTATIONS = ("uniform", "paper-text")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where the device has it natively
 LOSS_MODES = ("paper", "code")
 LOSSNET_VGG = ("imagenet", "random")
-# Knobs that describe the run, not the result: left out of the hash.
-_NOT_HASHED = ("name", "overrides", "eval_batch_size")
+# Knobs that describe the run, not the result: left out of the hash. Precision is one: it
+# changes how fast a trial runs and its numbers only by rounding, and is chosen by the hardware
+# (mtlbench.precision), so a run on an AMX CPU and one on an AVX2 CPU give comparable rows;
+# each result records the precision that produced it.
+_NOT_HASHED = ("name", "overrides", "eval_batch_size", "precision")
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class Protocol:
     perceptual_weight: float = 0.1  # β of Qu et al.'s perceptual term, for cards that add it
     checkpoint: str = "last"  # last epoch (clean) or the paper's best-on-test-fold (leaky)
     pretrained: str = "none"
-    precision: str = "fp32"
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast of the forward pass); not hashed
     seed: int = 2
     eval_batch_size: int = 32
     overrides: tuple[tuple[str, Any], ...] = field(default=())
@@ -127,10 +130,11 @@ _PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
     "paper": (
         "The ACSNet paper's protocol (spec §1, §3, §4): 256², Adam 1e-4, cosine to 0.1, "
         "flips p=0.6, rotation ±30°, ImageNet encoder, loss λ·CE + (1−λ)·(Dice + 0.2·LossNet "
-        "with an ImageNet VGG-16); BUSI 16×100, BUS 4×90. Forward pass under bfloat16 autocast "
-        "(AMP, which the spec allows when reported; --set precision=fp32 for full float32).",
+        "with an ImageNet VGG-16); BUSI 16×100, BUS 4×90. Forward pass under bfloat16 "
+        "autocast where the device has native bf16 (AMP, which the spec allows when "
+        "reported), float32 elsewhere (precision=auto; --set precision=fp32 forces float32).",
         dict(image_size=256, batch_size=16, epochs=100, lr=1e-4, beta2=0.99,
-             pretrained="imagenet", precision="bf16", eval_batch_size=64),
+             pretrained="imagenet", precision="auto", eval_batch_size=64),
         {"busi": dict(batch_size=16, epochs=100), "bus": dict(batch_size=4, epochs=90),
          # the synthetic set has BUS's size, so it gets BUS's schedule
          "synthetic": dict(batch_size=4, epochs=90)},
@@ -140,10 +144,11 @@ _PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
         "horizontal flips and ±10° rotation (no vertical flips: they move the posterior cue), "
         "no LossNet or Qu perceptual term (γ=β=0: they need ImageNet VGG-16 weights, and LossNet "
         "makes a CPU epoch 2.4× longer), "
-        "bfloat16 autocast for the forward pass (weights and losses in float32).",
+        "bfloat16 autocast for the forward pass where the CPU or GPU has native bf16, float32 "
+        "elsewhere (precision=auto; weights and losses in float32).",
         dict(image_size=64, batch_size=8, epochs=4, lr=1e-3, beta2=0.999, schedule="cosine",
              lr_final_factor=0.1, hflip_p=0.5, vflip_p=0.0, rotate_deg=10.0, eval_batch_size=64,
-             lossnet_weight=0.0, perceptual_weight=0.0, precision="bf16"),
+             lossnet_weight=0.0, perceptual_weight=0.0, precision="auto"),
         {},
     ),
 }

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mtlbench.files import remove_stale_temps, write_text_atomically
+from mtlbench.precision import combined
 from mtlbench.store import Store
 
 # (column, store key without mode prefix, scale)
@@ -45,6 +46,7 @@ class LeaderboardRow:
     loss: str = ""
     lossnet_vgg: str | None = None  # the VGG weights of LossNet, None without LossNet
     wall_s: float = 0.0
+    precision: str = ""  # fp32, bf16, or "mixed" when folds (or a resumed fold) differ
 
     @property
     def selection(self) -> str:
@@ -109,8 +111,18 @@ def leaderboard(store: Store, mode: str = "strict") -> list[LeaderboardRow]:
         row.loss = trials[0]["env"].get("loss", "")
         row.lossnet_vgg = trials[0]["env"].get("lossnet_vgg")
         row.wall_s = sum(t["timing"].get("wall_s", 0.0) for t in trials)
+        row.precision = combined([trial_precision(t) for t in trials])
         rows.append(row)
     return rows
+
+
+def trial_precision(trial: dict) -> str:
+    """The precision a stored trial computed in (``env.precision.used``); trials stored before
+    precision was chosen by the device ran the protocol's own value, fp32 or bf16."""
+    recorded = (trial.get("env") or {}).get("precision")
+    if isinstance(recorded, dict) and recorded.get("used"):
+        return recorded["used"]
+    return (trial.get("protocol") or {}).get("precision", "") or "unknown"
 
 
 def cell(row: LeaderboardRow, column: str, digits: int = 2) -> str:
@@ -134,19 +146,22 @@ def to_markdown(rows: list[LeaderboardRow], mode: str = "strict") -> str:
     for (dataset, protocol, phash), group in _by_setting(rows).items():
         out.append(f"### {dataset} · protocol {protocol} ({phash}) · {mode} metrics · "
                    f"{group[0].selection}\n")
-        out.append("| Method | " + " | ".join(columns) + " | Params (M) | GFLOPs | Folds |")
-        out.append("|---" * (len(columns) + 4) + "|")
+        out.append("| Method | " + " | ".join(columns)
+                   + " | Params (M) | GFLOPs | Folds | Precision |")
+        out.append("|---" * (len(columns) + 5) + "|")
         for row in group:
             cells = [cell(row, c) for c in columns]
             out.append(f"| {row.label} | " + " | ".join(cells) +
-                       f" | {row.mparams:.2f} | {row.gflops:.2f} | {len(row.folds)} |")
+                       f" | {row.mparams:.2f} | {row.gflops:.2f} | {len(row.folds)} | "
+                       f"{row.precision} |")
         if any(r.random_lossnet for r in group):
             out.append(f"\n{RANDOM_LOSSNET_NOTE}")
         out.append("")
     out.append("Dice, Jaccard, ACC, PRE, REC in %; HD95, ASD in pixels at the protocol size; "
                "mean ± std (ddof=0) over the fold means. PRE is weighted, REC macro (as the "
                "paper's code). GFLOPs: 2 per multiply-add of convolutions and matmuls "
-               "(torch FlopCounterMode), batch 1 at the protocol size.")
+               "(torch FlopCounterMode), batch 1 at the protocol size. Precision: the forward "
+               "pass's (bf16 autocast or fp32; mixed when folds differ).")
     return "\n".join(out) + "\n"
 
 
@@ -163,7 +178,7 @@ def to_html(rows: list[LeaderboardRow], mode: str = "strict") -> str:
     protocol, the same cells and notes as the Markdown leaderboard."""
     from html import escape
 
-    columns = [*headline_columns(), "Params (M)", "GFLOPs", "Folds"]
+    columns = [*headline_columns(), "Params (M)", "GFLOPs", "Folds", "Precision"]
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>mtlbench leaderboard · {mode} metrics</title>",
              f"<style>{_HTML_STYLE}</style></head><body>",
@@ -175,7 +190,8 @@ def to_html(rows: list[LeaderboardRow], mode: str = "strict") -> str:
                      + "</tr>")
         for row in group:
             cells = [cell(row, c) for c in headline_columns()]
-            cells += [f"{row.mparams:.2f}", f"{row.gflops:.2f}", str(len(row.folds))]
+            cells += [f"{row.mparams:.2f}", f"{row.gflops:.2f}", str(len(row.folds)),
+                      row.precision]
             parts.append(f"<tr><td>{escape(row.label)}</td>"
                          + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
@@ -198,7 +214,7 @@ def to_records(rows: list[LeaderboardRow], mode: str = "strict") -> list[dict]:
                "params_m": _finite(row.mparams), "gflops": _finite(row.gflops),
                "gmacs": _finite(row.gmacs),
                "pretrained": row.pretrained, "checkpoint": row.checkpoint, "split": row.split,
-               "loss": row.loss}
+               "loss": row.loss, "precision": row.precision}
         for column, _, _ in metric_columns(mode):
             mean, std = row.metrics.get(column, (None, None))
             rec[f"{column.lower()}_mean"] = _finite(mean)

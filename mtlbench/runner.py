@@ -17,6 +17,8 @@ from mtlbench.data.prepare import canonical_dataset_spec, lookup_dataset
 from mtlbench.executors import Executor, RunEvents
 from mtlbench.executors.local import LocalExecutor
 from mtlbench.plugins import Plugins
+from mtlbench.precision import resolve as resolve_precision
+from mtlbench.precision import slow_bf16_warning
 from mtlbench.protocol import Protocol, ProtocolError
 from mtlbench.report import write_leaderboard
 from mtlbench.result_files import ingest
@@ -39,6 +41,7 @@ class RunPlan:
     resumable: list[TrialSpec] = field(default_factory=list)
     ingested: list[TrialResult] = field(default_factory=list)  # from result files, at planning
     problems: list[str] = field(default_factory=list)  # result files that could not be read
+    warnings: list[str] = field(default_factory=list)  # said before training, e.g. slow bf16
 
 
 @dataclass
@@ -58,7 +61,7 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
     dataset = canonical_dataset_spec(card.name, options)
     for name in methods:
         plugins.methods.get(name)
-    check_precision(protocol, device)
+    warnings = check_precision(protocol, device)
     speed = speed or SpeedOptions()
     check_speed(speed, device, protocol)
     weights = required_weights([plugins.methods.get(m) for m in methods], protocol)
@@ -81,20 +84,24 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
         finished = store.finished_ids()
     plan = RunPlan([s for s in specs if s.trial_id not in finished],
                    [s for s in specs if s.trial_id in finished],
-                   ingested=plan_ingested, problems=plan_problems)
+                   ingested=plan_ingested, problems=plan_problems, warnings=warnings)
     plan.resumable = [s for s in plan.specs if s.checkpoint_path.exists()]
     return plan
 
 
-def check_precision(protocol: Protocol, device: str) -> None:
-    """Raise ProtocolError when the device cannot run the protocol's precision."""
+def check_precision(protocol: Protocol, device: str) -> list[str]:
+    """Raise ProtocolError when the device cannot run the protocol's precision; return the
+    warnings to show before training (an explicit bf16 where it is emulated, and slow)."""
     if protocol.precision == "bf16" and device.startswith("cuda"):
         import torch
 
         # Where this process has no GPU (a cluster's login node), the trial checks on its own.
         if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
             raise ProtocolError(f"protocol {protocol.name!r} runs in bfloat16, which "
-                                f"{device} does not support; add --set precision=fp32")
+                                f"{device} does not support; add --set precision=auto or "
+                                "precision=fp32")
+    warning = slow_bf16_warning(protocol.precision, device)
+    return [warning] if warning else []
 
 
 def check_speed(speed: SpeedOptions, device: str, protocol: Protocol | None = None) -> None:
@@ -105,7 +112,7 @@ def check_speed(speed: SpeedOptions, device: str, protocol: Protocol | None = No
     if speed.compile and not device.startswith("cuda"):
         import shutil
 
-        if protocol is not None and protocol.precision == "bf16":
+        if protocol is not None and resolve_precision(protocol.precision, device) == "bf16":
             # torch 2.14's CPU inductor: conv -> GroupNorm -> amax under bf16 autocast gets
             # non-finite gradients (eager is fine); ACSNet's DSA module has that pattern.
             raise ProtocolError(f"--compile on the CPU with protocol {protocol.name!r}'s "

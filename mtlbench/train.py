@@ -36,6 +36,8 @@ from mtlbench.data.splits import load_or_make_split, split_path
 from mtlbench.losses import PIXEL_LOGITS, TrialLoss
 from mtlbench.metrics import classification_metrics, seg_metrics
 from mtlbench.plugins import Plugins, load_plugins
+from mtlbench.precision import cpu_description, precision_record
+from mtlbench.precision import resolve as resolve_precision
 from mtlbench.predictions import gallery, mask_pngs
 from mtlbench.profile import ModelProfile, profile_model
 from mtlbench.protocol import Protocol
@@ -122,6 +124,7 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
     model = method.build(config)
     profile = cached_profile(method, model, p.image_size)
     channels_last = spec.speed.channels_last_on(spec.device)
+    precision = resolve_precision(p.precision, spec.device)
     place_model(model, device, channels_last)
     forward = torch.compile(model) if spec.speed.compile else model
     loss = build_loss(method, p).to(device)
@@ -147,17 +150,18 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
     try:
         for epoch in range(state.epoch + 1, p.epochs):
             record = train_epoch(forward, loss, method, owner, train, optimizer, generator, p,
-                                 epoch, channels_last)
+                                 epoch, channels_last, precision=precision)
             scheduler.step()
             if p.checkpoint == "paper":
                 score = selection_score(forward, test, arrays, test_idx, p, record,
-                                        channels_last)
+                                        channels_last, precision=precision)
                 if score > state.best_score:
                     state.best_score, state.best_epoch = score, epoch
                     state.best_model = {k: v.detach().clone()
                                         for k, v in model.state_dict().items()}
             state.epoch = epoch
             state.curve.append(record)
+            state.precisions.append(precision)
             writer.offer(lambda: checkpoint_payload(spec, model, loss, optimizer, scheduler,
                                                     generator, state))
             if on_epoch:
@@ -172,7 +176,7 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
         selected = state.best_epoch
     eval_started = time.perf_counter()
     rows, fold_metrics, pred_masks = evaluate(forward, method, test, arrays, test_idx, p,
-                                              channels_last)
+                                              channels_last, precision=precision)
     eval_s = time.perf_counter() - eval_started
     test_ids = [arrays.ids[i] for i in test_idx]
     epochs_run = max(1, p.epochs - 1 - resumed_from)
@@ -191,6 +195,8 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
         env={**environment(spec, plugins, owner), "loss": loss.describe(),
              "lossnet_vgg": loss.lossnet.weights if loss.lossnet is not None else None,
              "weights": required_weights([method], p),
+             "precision": precision_record(p.precision, spec.device, state.precisions,
+                                           precision),
              "speed": {**asdict(spec.speed), "channels_last": channels_last}},
         selected_epoch=selected, resumed_from_epoch=resumed_from,
         predictions={} if pred_masks is None else mask_pngs(test_ids, pred_masks),
@@ -227,10 +233,13 @@ def build_optimizer(model, loss: TrialLoss, p: Protocol, device: torch.device):
                             fused=device.type in ("cpu", "cuda"))
 
 
-def autocast(p: Protocol, device: torch.device) -> torch.autocast:
-    """The model's forward precision: ``bf16`` runs it under bfloat16 autocast (weights,
-    optimizer and losses stay float32); ``fp32`` is plain float32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=p.precision == "bf16")
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """The model's forward pass in the trial's resolved ``precision`` (``mtlbench.precision``):
+    ``bf16`` runs it under bfloat16 autocast (weights, optimizer and losses stay float32);
+    ``fp32`` is plain float32."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"autocast needs a resolved precision (fp32 or bf16), got {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def lr_factor(epoch: int, p: Protocol) -> float:
@@ -270,7 +279,7 @@ def model_input(images_01: torch.Tensor, p: Protocol, channels_last: bool) -> to
 
 def train_epoch(model, loss: TrialLoss, method: MethodCard, owner: str, data: FoldTensors,
                 optimizer, generator: torch.Generator, p: Protocol, epoch: int,
-                channels_last: bool = False) -> dict:
+                channels_last: bool = False, *, precision: str) -> dict:
     """One pass over the training cases in a random order; returns the epoch's curve record."""
     model.train()
     started = time.perf_counter()
@@ -288,7 +297,7 @@ def train_epoch(model, loss: TrialLoss, method: MethodCard, owner: str, data: Fo
         masks = data.masks[idx].float()
         images, masks = augment_batch(images, masks, p, draws[offset:offset + len(idx)])
         offset += len(idx)
-        with autocast(p, images.device):
+        with autocast(precision, images.device):
             outputs = model(model_input(images, p, channels_last))
         if epoch == 0 and step == 0:
             check_contract(outputs, method, owner, images.shape[0], p.image_size)
@@ -343,8 +352,8 @@ def check_contract(outputs, method: MethodCard, owner: str, batch: int, size: in
 
 
 @torch.no_grad()
-def predict(model, data: FoldTensors, p: Protocol, channels_last: bool = False
-            ) -> tuple[np.ndarray | None, np.ndarray | None]:
+def predict(model, data: FoldTensors, p: Protocol, channels_last: bool = False, *,
+            precision: str) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Sigmoid segmentation probabilities (N, S, S) and class probabilities (N, K), or None.
 
     Batches of ``eval_batch_size``; the outputs stay on the device until the last batch, so
@@ -354,7 +363,7 @@ def predict(model, data: FoldTensors, p: Protocol, channels_last: bool = False
     seg, cls = [], []
     for i in range(0, data.labels.shape[0], p.eval_batch_size):
         images = data.images[i:i + p.eval_batch_size].float().div_(255)
-        with autocast(p, images.device):
+        with autocast(precision, images.device):
             outputs = model(model_input(images, p, channels_last))
         if "seg" in outputs:
             seg.append(torch.sigmoid(outputs["seg"].float())[:, 0])
@@ -365,11 +374,11 @@ def predict(model, data: FoldTensors, p: Protocol, channels_last: bool = False
 
 
 def evaluate(model, method: MethodCard, data: FoldTensors, arrays: DatasetArrays,
-             indices: list[int], p: Protocol, channels_last: bool = False
-             ) -> tuple[list[dict], dict[str, float], np.ndarray | None]:
+             indices: list[int], p: Protocol, channels_last: bool = False, *,
+             precision: str) -> tuple[list[dict], dict[str, float], np.ndarray | None]:
     """Per-image rows and per-fold metrics of the test cases (both metric modes, spec §6), and
     the binary predicted masks, bool (N, S, S), or None for a method without ``seg``."""
-    seg_probs, cls_probs = predict(model, data, p, channels_last)
+    seg_probs, cls_probs = predict(model, data, p, channels_last, precision=precision)
     for task, probs in (("seg", seg_probs), ("cls", cls_probs)):
         if probs is not None and not np.isfinite(probs).all():  # on the host already
             raise TrialFailed(f"method {method.name!r}: its {task!r} outputs on the test fold "
@@ -400,13 +409,14 @@ def evaluate(model, method: MethodCard, data: FoldTensors, arrays: DatasetArrays
 
 
 def selection_score(model, test: FoldTensors, arrays: DatasetArrays, test_idx: list[int],
-                    p: Protocol, record: dict, channels_last: bool = False) -> float:
+                    p: Protocol, record: dict, channels_last: bool = False, *,
+                    precision: str) -> float:
     """The paper's checkpoint score on the test fold, 0.7·Dice + 0.3·ACC (spec §4; leaky).
 
     Dice is the strict fold mean (equal to ``evaluate``'s ``strict.dice``) and ACC the accuracy,
     computed from the predictions alone: the distance metrics are not needed every epoch.
     """
-    seg_probs, cls_probs = predict(model, test, p, channels_last)
+    seg_probs, cls_probs = predict(model, test, p, channels_last, precision=precision)
     idx = np.asarray(test_idx)
     dice = acc = None
     if seg_probs is not None:
@@ -458,9 +468,11 @@ class TrainState:
     best_score: float = -math.inf
     best_epoch: int = -1
     best_model: dict | None = None
+    precisions: list | None = None  # the resolved precision of each epoch trained so far
 
     def __post_init__(self) -> None:
         self.curve = self.curve or []
+        self.precisions = self.precisions or []
 
 
 def checkpoint_payload(spec: TrialSpec, model, loss, optimizer, scheduler, generator,
@@ -475,6 +487,7 @@ def checkpoint_payload(spec: TrialSpec, model, loss, optimizer, scheduler, gener
         "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(), "best_score": state.best_score,
         "best_epoch": state.best_epoch, "best_model": state.best_model,
+        "precisions": list(state.precisions),
     }
 
 
@@ -547,8 +560,10 @@ def load_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler,
     scheduler.load_state_dict(payload["scheduler"])
     generator.set_state(payload["generator"])
     torch.set_rng_state(payload["torch_rng"])
+    # Checkpoints written before precisions were recorded: those epochs' precision is unknown.
+    precisions = payload.get("precisions") or ["unknown"] * (payload["epoch"] + 1)
     return TrainState(payload["epoch"], list(payload["curve"]), payload["best_score"],
-                      payload["best_epoch"], payload["best_model"])
+                      payload["best_epoch"], payload["best_model"], list(precisions))
 
 
 @functools.lru_cache(maxsize=1)
@@ -572,7 +587,7 @@ def environment(spec: TrialSpec, plugins: Plugins, owner: str) -> dict:
     return {
         "mtlbench": __version__, "git_commit": _git_commit(), "python": platform.python_version(),
         "torch": torch.__version__, "numpy": np.__version__, "platform": platform.platform(),
-        "device": device, "threads": torch.get_num_threads(),
+        "device": device, "threads": torch.get_num_threads(), "cpu": cpu_description(),
         "plugin": owner, "plugin_version": info.version if info else "",
         "pretrained": spec.protocol.pretrained,
     }

@@ -189,7 +189,7 @@ def test_block_sizes_match_spec(block, millions):
 def test_ablation_group_is_table_1_in_order():
     loaded = load_plugins()
     assert loaded.methods.select("ablation", loaded.method_groups) == ABLATION
-    assert loaded.method_groups("default") == ["unet", "cunet", "acsnet"]
+    assert loaded.method_groups("default") == ["unet", "cunet"]
 
 
 @pytest.mark.parametrize("name", ABLATION)

@@ -16,8 +16,14 @@ def test_quick_suite_writes_json_and_markdown(tmp_path):
                            "cpu", "--only", parts, "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    [result] = tmp_path.glob("suite-cpu-*core-quick.json")
+    [result] = tmp_path.glob("suite-cpu-*core-*-quick.json")
     data = json.loads(result.read_text())
+    # named and described by the CPU kind: an AMX and an AVX2 machine never share a file
+    from mtlbench.precision import cpu_kind
+
+    assert result.name.endswith(f"core-{cpu_kind()}-quick.json")
+    cpu = data["device"]["cpu"]
+    assert cpu["model"] and cpu["capability"] and isinstance(cpu["bf16_native"], bool)
     for part in parts.split(","):
         assert "error" not in data[part], data[part]
     unet = data["throughput"]["methods"]["unet"]

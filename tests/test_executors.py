@@ -2,7 +2,8 @@
 
 Workers are fresh processes that load plugins through entry points, so these tests use built-in
 methods, or methods of a plugin installed the way a third-party one is (``plugin_site``). Every
-protocol here runs in fp32: bfloat16 autocast, the smoke default, is ~25× slower on this CPU.
+protocol here says precision=fp32, so the tests compute alike on every CPU (auto would pick bf16
+where the CPU has it natively).
 """
 
 import json

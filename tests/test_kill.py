@@ -83,6 +83,17 @@ KILLER = textwrap.dedent('''
         def step_hook(optimizer, args, kwargs):
             if reached("step"):
                 die()
+            if POINT == "time" and not calls.get("time"):
+                # "time:N": N microseconds after this process's first training step
+                calls["time"] = 1
+                import threading
+                import time
+
+                def later():
+                    time.sleep(N / 1e6)
+                    die()
+
+                threading.Thread(target=later, daemon=True).start()
 
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -132,10 +143,16 @@ RUN = ["run", "--methods", "killnet", "--folds", "0,1,2,3,4", "--set", "epochs=3
        "--set", "image_size=32", "--set", "precision=fp32", "--checkpoint-every", "0"]
 
 # The chain: each a kill point and the call of that point at which the process dies (steps
-# are optimizer steps of this process: 16 per epoch here). "time" kills after a random delay.
+# are optimizer steps of this process: 16 per epoch here). "time" kills at a random moment:
+# up to 1.5 trials' time (measured on the reference run) after the run's first step, so it
+# lands in training, evaluation, checkpointing or storing on a CPU of any speed (a fixed
+# 2-6 s from the start once let a fast CPU finish all five trials, and the chain's later
+# kinds were never reached). Every kind of point is reached before the first "time" kill,
+# which still has three trials to cut into; the last point, the leaderboard's rename, is
+# reached even by a run with nothing left to train.
 CHAIN = [("step", 5), ("checkpoint_partial", 1), ("checkpoint_before_rename", 1), ("step", 20),
-         ("store_before_commit", 1), ("checkpoint_partial", 2), ("time", 0),
-         ("store_after_commit", 1), ("step", 40), ("checkpoint_before_rename", 2), ("time", 0),
+         ("store_before_commit", 1), ("checkpoint_partial", 2), ("store_after_commit", 1),
+         ("time", 0), ("step", 40), ("checkpoint_before_rename", 2), ("time", 0),
          ("store_before_commit", 1), ("time", 0), ("checkpoint_partial", 1), ("step", 10),
          ("store_after_commit", 1), ("leaderboard_before_rename", 1)]
 
@@ -152,10 +169,11 @@ def site(tmp_path):
     return site
 
 
-def run(site: Path, run_dir: Path, kill: str = "", after_s: float | None = None,
-        extra: tuple[str, ...] = (), marker: str = ""):
-    """`mtlbench run` on ``run_dir``; killed at ``kill`` (POINT:N) or after ``after_s``.
-    ``marker`` goes into the environment, so the run's processes can be found."""
+def run(site: Path, run_dir: Path, kill: str = "", extra: tuple[str, ...] = (),
+        marker: str = "", kill_when=None):
+    """`mtlbench run` on ``run_dir``; killed at ``kill`` (POINT:N) or as soon as
+    ``kill_when()`` is true (polled). ``marker`` goes into the environment, so the
+    run's processes can be found."""
     env = {k: v for k, v in os.environ.items() if k != "MTLBENCH_TEST_KILL"}
     env.update(PYTHONPATH=os.pathsep.join([str(site), str(TESTS)]),
                MTLBENCH_LOAD_PLUGINS="mtlbench,killtest",
@@ -163,14 +181,14 @@ def run(site: Path, run_dir: Path, kill: str = "", after_s: float | None = None,
     process = subprocess.Popen(
         [sys.executable, "-m", "mtlbench", *RUN, *extra, "--out", str(run_dir)], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if after_s is not None:
-        try:
-            out, err = process.communicate(timeout=after_s)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            out, err = process.communicate()
-    else:
-        out, err = process.communicate(timeout=600)
+    if kill_when is not None:
+        deadline = time.monotonic() + 600
+        while process.poll() is None and time.monotonic() < deadline:
+            if kill_when():
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.05)
+    out, err = process.communicate(timeout=600)
     return process.returncode, out, err
 
 
@@ -195,6 +213,14 @@ def stored(run_dir: Path) -> dict[str, dict]:
     return trials
 
 
+def trial_s(run_dir: Path) -> float:
+    """The mean wall time (training and evaluation) of the trials stored in ``run_dir``."""
+    with sqlite3.connect(run_dir / "mtlbench.sqlite") as db:
+        walls = [json.loads(t)["wall_s"] for (t,) in db.execute(
+            "SELECT timing_json FROM trials")]
+    return sum(walls) / len(walls)
+
+
 def checkpoints_load(run_dir: Path) -> None:
     """Every checkpoint on disk is whole (temporary files aside)."""
     for path in (run_dir / "checkpoints").glob("*.pt"):
@@ -206,6 +232,7 @@ def test_kill_9_at_many_points_loses_and_duplicates_nothing(site, tmp_path):
     reference = tmp_path / "reference"
     code, out, err = run(site, reference)
     assert code == 0, err
+    one_trial_s = trial_s(reference)
     expected = stored(reference)
     assert len(expected) == 5
 
@@ -214,7 +241,8 @@ def test_kill_9_at_many_points_loses_and_duplicates_nothing(site, tmp_path):
     kills, finished_at = [], {}
     for point, n in CHAIN:
         if point == "time":
-            code, out, err = run(site, run_dir, after_s=rng.uniform(2.0, 6.0))
+            delay_us = int(rng.uniform(0.05, 1.5) * one_trial_s * 1e6)
+            code, out, err = run(site, run_dir, kill=f"time:{delay_us}")
         else:
             code, out, err = run(site, run_dir, kill=f"{point}:{n}")
         assert code in (0, -signal.SIGKILL), err
@@ -227,8 +255,6 @@ def test_kill_9_at_many_points_loses_and_duplicates_nothing(site, tmp_path):
             assert finished_at.setdefault(trial_id, trial["recorded_at"]) == \
                 trial["recorded_at"], "a finished trial was trained and stored again"
         checkpoints_load(run_dir)
-        if code == 0:
-            break
     code, out, err = run(site, run_dir)  # whatever the chain left undone
     assert code == 0, err
     assert "0 trial(s) to run, 5 already finished" in run(site, run_dir)[1]
@@ -263,9 +289,23 @@ def test_kill_9_of_a_pool_driver_leaves_no_worker_behind_and_loses_nothing(site,
     run_dir = tmp_path / "run"
     pool = ("--devices", "cpu", "--trials-per-device", "2")
     kills = 0
-    for after_s in (6.0, 8.0, 7.0):
+    for _ in range(3):
+        # Killed when a worker of this run has written its first checkpoint: the workers are
+        # then training, on any CPU (fixed delays of 6-8 s once let a fast CPU finish).
+        started = time.time()
+
+        def a_worker_checkpointed(since=started) -> bool:
+            for path in (run_dir / "checkpoints").glob("*.pt"):
+                try:
+                    if path.stat().st_mtime > since:
+                        return True
+                except FileNotFoundError:  # a finished trial's, removed meanwhile
+                    pass
+            return False
+
         marker = f"killtest-{uuid.uuid4().hex}"
-        code, _, err = run(site, run_dir, after_s=after_s, extra=pool, marker=marker)
+        code, _, err = run(site, run_dir, extra=pool, marker=marker,
+                           kill_when=a_worker_checkpointed)
         if code == 0:
             break
         assert code == -signal.SIGKILL, err

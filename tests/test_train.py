@@ -204,17 +204,24 @@ def test_model_input_follows_the_memory_format():
 
 def test_compiled_model_trains_to_the_same_result(tmp_path, plugins):
     """--compile runs the model through torch.compile (about 30 s of compiling on this CPU);
-    the state dict, the checkpoint and the metrics are the plain model's."""
+    the state dict, the checkpoint and the metrics are the plain model's.
+
+    In float32 on every CPU: under bf16 the compiled kernels round differently from eager ones
+    (Dice 0.1515 against 0.1564 on an AVX2 CPU), and no test may hang on one CPU's rounding.
+    Compiled float32 kernels reorder sums, so losses agree to 1e-3 and the thresholded Dice to a
+    few pixels, not exactly."""
     from dataclasses import replace
 
     from mtlbench.trial import SpeedOptions
 
-    plain = run_trial(spec_for(tmp_path / "a", epochs=2, size=32), plugins)
-    spec = replace(spec_for(tmp_path / "b", epochs=2, size=32),
+    plain = run_trial(spec_for(tmp_path / "a", epochs=2, size=32, precision="fp32"), plugins)
+    spec = replace(spec_for(tmp_path / "b", epochs=2, size=32, precision="fp32"),
                    speed=SpeedOptions(compile=True))
     compiled = run_trial(spec, plugins)
     assert compiled.env["speed"]["compile"] is True
+    for ours, theirs in zip(compiled.curve, plain.curve, strict=True):
+        assert ours["loss_total"] == pytest.approx(theirs["loss_total"], rel=1e-3)
     assert compiled.fold_metrics["strict.dice"] == pytest.approx(
-        plain.fold_metrics["strict.dice"], abs=1e-3)
+        plain.fold_metrics["strict.dice"], abs=0.01)
     saved = torch.load(spec.checkpoint_path, weights_only=True)["model"]
     assert not any(key.startswith("_orig_mod") for key in saved)

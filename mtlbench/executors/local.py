@@ -9,6 +9,8 @@ import torch
 
 from mtlbench.executors import RunEvents
 from mtlbench.plugins import Plugins
+from mtlbench.precision import bf16_support
+from mtlbench.precision import resolve as resolve_precision
 from mtlbench.train import EpochCallback, TrialFailed, run_trial
 from mtlbench.trial import TrialResult, TrialSpec
 
@@ -66,7 +68,8 @@ def out_of_memory_reason(spec: TrialSpec, exc: BaseException) -> str:
     """One line: the trial ran out of memory on its device, and what to try instead."""
     batch = spec.protocol.batch_size
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    bf16 = ", --set precision=bf16" if spec.protocol.precision == "fp32" else ""
+    bf16 = (", --set precision=bf16" if resolve_precision(spec.protocol.precision, spec.device)
+            == "fp32" and bf16_support(spec.device).native else "")
     return (f"method {spec.method!r} ran out of memory on {spec.device} at batch size {batch} "
             f"({type(exc).__name__}: {first}); run it with a smaller batch, e.g. --set "
             f"batch_size={max(1, batch // 2)} (a new protocol hash){bf16}, or with fewer "

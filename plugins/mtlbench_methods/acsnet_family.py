@@ -41,9 +41,11 @@ ACSNET_CITATION = (
 )
 RESNET18_IMAGENET = "torchvision/resnet18-imagenet"
 #: The methods `mtlbench run` trains when no --methods is given: the single-task segmentation
-#: baseline, the plain multi-task baseline and the paper's method. They fit the 10-minute
-#: budget of the default job on a 2-core CPU; `--methods all` (or `ablation`) runs the rest.
-DEFAULT_METHODS = ("unet", "cunet", "acsnet")
+#: baseline and the plain multi-task baseline. Five folds of both fit the 10-minute budget of
+#: the default job on a 2-core CPU in float32 (AVX2 only, where bf16 is emulated); ACSNet, 40%
+#: more time per step there, would not (benchmarks/results/default-run-cpu-2core.md).
+#: `--methods unet,cunet,acsnet`, `ablation` or `all` add the paper's method and the rest.
+DEFAULT_METHODS = ("unet", "cunet")
 
 
 @dataclass(frozen=True)
