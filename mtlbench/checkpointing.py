@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from mtlbench.files import temp_files
+
 
 def host_copy(obj: Any) -> Any:
     """``obj`` with every tensor in it (through dicts, lists and tuples) copied to the CPU."""
@@ -86,4 +88,4 @@ class CheckpointWriter:
 
 def checkpoint_temp_files(path: Path) -> list[Path]:
     """The temporary files a write of ``path`` uses (left behind by a killed process)."""
-    return list(path.parent.glob(f"{path.name}*.tmp"))
+    return temp_files(path)

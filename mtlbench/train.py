@@ -17,7 +17,6 @@ import os
 import pickle
 import platform
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -33,6 +32,7 @@ from mtlbench.data.augment import augment_batch, draw_augmentations
 from mtlbench.data.features import feature_arrays
 from mtlbench.data.prepare import DatasetArrays, lookup_dataset, prepare_dataset, resolve_root
 from mtlbench.data.splits import load_or_make_split, split_path
+from mtlbench.files import atomic_writer
 from mtlbench.losses import PIXEL_LOGITS, TrialLoss
 from mtlbench.metrics import classification_metrics, seg_metrics
 from mtlbench.plugins import Plugins, load_plugins
@@ -499,18 +499,8 @@ def write_checkpoint(path: Path, payload: dict) -> None:
     TransUNet's 1.26 GB), and they guard against disk corruption, not against the interrupted
     writes that the temp file and rename already make harmless.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f, serialization_config.patch(
-                {"save.compute_crc32": False}):
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_writer(path) as f, serialization_config.patch({"save.compute_crc32": False}):
+        torch.save(payload, f)
 
 
 def save_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler, generator,

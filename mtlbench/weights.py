@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mtlbench.files import atomic_writer
+
 if TYPE_CHECKING:
     from mtlbench.cards import MethodCard
     from mtlbench.protocol import Protocol
@@ -135,17 +137,13 @@ def _try_download(source: WeightsSource, timeout_s: float) -> str | None:
     """Download ``source`` into its cache; None on success, else why not."""
     if source.hf_repo:
         return _try_hf_download(source, timeout_s)
-    source.path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = source.path.with_suffix(".partial")
     try:
         with urllib.request.urlopen(source.url, timeout=timeout_s) as response, \
-                open(tmp, "wb") as f:
+                atomic_writer(source.path) as f:
             while chunk := response.read(1 << 20):
                 f.write(chunk)
-        os.replace(tmp, source.path)
         return None
     except (TimeoutError, OSError) as exc:
-        tmp.unlink(missing_ok=True)
         return f"could not be downloaded ({exc})"
 
 

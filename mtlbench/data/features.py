@@ -4,14 +4,13 @@ computed once per image and size, cached on disk, never recomputed per step."""
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from mtlbench.cards import ImageFeatures
 from mtlbench.data.prepare import DatasetArrays
+from mtlbench.files import atomic_writer
 
 
 class ImageFeaturesError(ValueError):
@@ -45,13 +44,6 @@ def feature_arrays(arrays: DatasetArrays, features: ImageFeatures,
                                  "[0, 1]; scale them in the feature function")
     quantised = np.rint(values * 255).astype(np.uint8)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, quantised, allow_pickle=False)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_writer(path) as f:
+            np.save(f, quantised, allow_pickle=False)
     return quantised

@@ -7,7 +7,6 @@ the disk and a second run starts at once.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mtlbench.cards import DatasetCard
+from mtlbench.files import atomic_writer
 
 DATA_ENV = "MTLBENCH_DATA"
 CACHE_VERSION = 1
@@ -175,17 +175,10 @@ def _resize(array: np.ndarray, size: int, resample: int) -> np.ndarray:
 
 
 def _write_cache(path: Path, arrays: DatasetArrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, ids=np.array(arrays.ids), hashes=np.array(arrays.hashes),
-                     groups=np.array(arrays.groups), labels=arrays.labels, images=arrays.images,
-                     masks=arrays.masks, soft_masks=arrays.soft_masks)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_writer(path) as f:
+        np.savez(f, ids=np.array(arrays.ids), hashes=np.array(arrays.hashes),
+                 groups=np.array(arrays.groups), labels=arrays.labels, images=arrays.images,
+                 masks=arrays.masks, soft_masks=arrays.soft_masks)
 
 
 def _read_cache(path: Path, card: DatasetCard, options: dict[str, str]) -> DatasetArrays:

@@ -9,15 +9,14 @@ each class, classes in label order; not stratified and blind to groups.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedGroupKFold
 
 from mtlbench.data.prepare import DatasetArrays
+from mtlbench.files import write_text_atomically
 
 SPLIT_FORMAT = 1
 
@@ -58,11 +57,7 @@ def load_or_make_split(path: Path, arrays: DatasetArrays, n_folds: int, method: 
         "folds": [[{"id": arrays.ids[i], "hash": arrays.hashes[i]} for i in fold]
                   for fold in folds],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(doc, indent=1))
     return folds
 
 

@@ -8,6 +8,7 @@ from html import escape
 from pathlib import Path
 
 from mtlbench import __version__
+from mtlbench.files import write_bytes_atomically, write_text_atomically
 from mtlbench.reporting import figures, html
 from mtlbench.reporting.collect import Setting, collect
 from mtlbench.reporting.grid import DEFAULT_GRID_CASES, grid_cases
@@ -63,7 +64,7 @@ def write_report(run: str | Path, out_dir: str | Path | None = None, mode: str =
             f"made {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} by mtlbench "
             f"{escape(__version__)}. Figures also in <code>figures/</code> next to this page.")
     page = out / "report.html"
-    page.write_text(html.page("mtlbench report", meta, sections), encoding="utf-8")
+    write_text_atomically(page, html.page("mtlbench report", meta, sections))
     return page
 
 
@@ -98,7 +99,7 @@ def _section(setting: Setting, grid: int, figures_dir: Path) -> str:
     if cases and methods:
         scores = html.grid_scores(setting, methods)
         png = figures.qualitative_grid(setting, cases, methods, scores)
-        (figures_dir / f"{setting.slug}-qualitative.png").write_bytes(png)
+        write_bytes_atomically(figures_dir / f"{setting.slug}-qualitative.png", png)
         parts.append(html.grid_table(setting, cases, methods, scores))
         skipped = [labels[m] for m in setting.methods if m not in methods]
         note = ("Input, ground truth and each method's binary predicted mask (threshold 0.5) "
@@ -118,5 +119,5 @@ def _figure(png: bytes | None, setting: Setting, kind: str, figures_dir: Path, a
             absent: str) -> str:
     if png is None:
         return f'<p class="note">{absent}</p>'
-    (figures_dir / f"{setting.slug}-{kind}.png").write_bytes(png)
+    write_bytes_atomically(figures_dir / f"{setting.slug}-{kind}.png", png)
     return html.figure(png, alt, kind)
