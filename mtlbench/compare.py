@@ -13,13 +13,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtlbench.metric_table import BY_NAME, headline
 from mtlbench.report import leaderboard, to_records
 from mtlbench.store import STORE_NAME, Store
 
-#: Leaderboard columns compared by default (the paper's headline metrics), and their direction.
-HIGHER_IS_BETTER = ("dice", "jaccard", "acc", "pre", "rec", "sens", "spec", "f1", "auc")
-LOWER_IS_BETTER = ("hd95", "asd")
-DEFAULT_METRICS = ("dice", "jaccard", "hd95", "asd", "acc", "pre", "rec")
+#: Metrics compared by default: the paper's headline ones (directions: mtlbench.metric_table).
+DEFAULT_METRICS = tuple(m.name for m in headline())
 
 
 class CompareError(ValueError):
@@ -49,7 +48,7 @@ class Difference:
         """How much worse the current value is (positive = worse), in the metric's unit."""
         if self.delta is None:
             return None
-        return self.delta if self.metric in LOWER_IS_BETTER else -self.delta
+        return -self.delta if BY_NAME[self.metric].higher_is_better else self.delta
 
     @property
     def regression(self) -> bool:
@@ -99,10 +98,10 @@ def compare(current: list[dict], baseline: list[dict], metrics: tuple[str, ...] 
     ``tolerance`` is in the metric's display unit (percentage points for Dice, Jaccard, ACC,
     PRE, REC, …; pixels for HD95 and ASD); ``tolerances`` overrides it per metric.
     """
-    unknown = sorted(set(metrics) - set(HIGHER_IS_BETTER) - set(LOWER_IS_BETTER))
+    unknown = sorted(set(metrics) - set(BY_NAME))
     if unknown:
         raise CompareError(f"unknown metric(s) {', '.join(unknown)}; choose from "
-                           f"{', '.join(HIGHER_IS_BETTER + LOWER_IS_BETTER)}")
+                           f"{', '.join(BY_NAME)}")
     tolerances = tolerances or {}
 
     def key(record: dict) -> tuple[str, str, str]:

@@ -16,15 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from mtlbench.files import remove_stale_temps, write_text_atomically
+from mtlbench.metric_table import METRICS, headline
 from mtlbench.precision import combined
 from mtlbench.store import Store
-
-# (column, store key without mode prefix, scale)
-SEG_COLUMNS = (("Dice", "dice", 100.0), ("Jaccard", "jaccard", 100.0), ("HD95", "hd95", 1.0),
-               ("ASD", "asd", 1.0))
-CLS_COLUMNS = (("ACC", "cls.acc", 100.0), ("PRE", "cls.pre", 100.0), ("REC", "cls.rec", 100.0))
-EXTRA_CLS = (("Sens", "cls.sensitivity", 100.0), ("Spec", "cls.specificity", 100.0),
-             ("F1", "cls.f1_malignant", 100.0), ("AUC", "cls.auc", 100.0))
 
 
 @dataclass
@@ -77,9 +71,9 @@ RANDOM_LOSSNET_NOTE = ("† trained with LossNet on a RANDOM VGG-16 (--set lossn
 
 
 def metric_columns(mode: str = "strict") -> list[tuple[str, str, float]]:
-    """(column name, store key, display scale) of the leaderboard in ``mode``."""
-    return [(name, f"{mode}.{key}", scale) for name, key, scale in SEG_COLUMNS] + \
-        list(CLS_COLUMNS) + list(EXTRA_CLS)
+    """(column name, store key, display scale) of the leaderboard in ``mode``
+    (``mtlbench.metric_table``)."""
+    return [(m.column, m.store_key(mode), m.scale) for m in METRICS]
 
 
 def leaderboard(store: Store, mode: str = "strict") -> list[LeaderboardRow]:
@@ -136,7 +130,7 @@ def cell(row: LeaderboardRow, column: str, digits: int = 2) -> str:
 
 
 def headline_columns() -> list[str]:
-    return [c for c, _, _ in SEG_COLUMNS] + [c for c, _, _ in CLS_COLUMNS]
+    return [m.column for m in headline()]
 
 
 def to_markdown(rows: list[LeaderboardRow], mode: str = "strict") -> str:

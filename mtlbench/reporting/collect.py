@@ -8,14 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mtlbench.data.prepare import DatasetOptionError, parse_dataset_spec
+from mtlbench.metric_table import BY_COLUMN, METRICS
 from mtlbench.report import LeaderboardRow, leaderboard, metric_columns
 from mtlbench.store import Store
 
-# (column, lower is better, display scale) of the per-image statistics; ACC is per-image
-# correctness (pred_label == label). PRE and REC are not means of per-image values.
-STAT_METRICS = (("Dice", False, 100.0), ("Jaccard", False, 100.0), ("HD95", True, 1.0),
-                ("ASD", True, 1.0), ("ACC", False, 100.0))
-_SEG_KEYS = {"Dice": "dice", "Jaccard": "jaccard", "HD95": "hd95", "ASD": "asd"}
+#: The metrics that are means of per-image values, so per-image statistics apply
+#: (mtlbench.metric_table); ACC is per-image correctness (pred_label == label).
+STAT_METRICS = tuple(m for m in METRICS if m.per_image)
 
 
 @dataclass
@@ -55,7 +54,8 @@ class Setting:
         """method -> case id -> the per-image value of ``column`` in display units, for the
         methods that have it; a missing value is None."""
         out: dict[str, dict[str, float | None]] = {}
-        scale = next(s for c, _, s in STAT_METRICS if c == column)
+        metric = BY_COLUMN[column]
+        scale = metric.scale
         for method, cases in self.images.items():
             values: dict[str, float | None] = {}
             for case_id, row in cases.items():
@@ -64,7 +64,7 @@ class Setting:
                         continue
                     values[case_id] = scale * float(row["pred_label"] == row["label"])
                 else:
-                    key = f"{self.mode}.{_SEG_KEYS[column]}"
+                    key = metric.store_key(self.mode)
                     if key not in row:
                         continue
                     values[case_id] = None if row[key] is None else scale * row[key]

@@ -13,14 +13,13 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from mtlbench.metric_table import BY_COLUMN
 from mtlbench.predictions import decode_png
 from mtlbench.report import headline_columns
 from mtlbench.reporting.collect import Setting, class_label
 from mtlbench.reporting.grid import GridCase
 
 DPI = 110
-LOWER_IS_BETTER = ("HD95", "ASD")
-UNITS = {"HD95": "px", "ASD": "px"}
 # Curve keys worth a panel, in order, with their titles; a key no method recorded is skipped.
 CURVES = (("loss_total", "training loss (total)"), ("loss_dice", "training Dice loss"),
           ("loss_ce", "training cross-entropy"),
@@ -48,9 +47,8 @@ def subplots(nrows: int, ncols: int, width: float, height: float) -> tuple[Figur
 
 
 def metric_title(column: str) -> str:
-    unit = UNITS.get(column, "%")
-    arrow = "lower is better" if column in LOWER_IS_BETTER else "higher is better"
-    return f"{column} ({unit}, {arrow})"
+    metric = BY_COLUMN[column]
+    return f"{column} ({metric.unit}, {metric.direction})"
 
 
 def box_plots(setting: Setting) -> bytes | None:

@@ -23,7 +23,8 @@ class MetricStatistics:
 def setting_statistics(setting: Setting) -> list[MetricStatistics]:
     """The statistics of every per-image metric some method of ``setting`` has."""
     out = []
-    for column, lower, _ in STAT_METRICS:
+    for metric in STAT_METRICS:
+        column, lower = metric.column, not metric.higher_is_better
         per_method = setting.per_image(column)
         if not per_method:
             continue
