@@ -68,6 +68,7 @@ from mtlbench.train import (  # noqa: E402
     TrainState,
     build_loss,
     build_optimizer,
+    compile_model,
     default_cache_dir,
     load_arrays,
     place_model,
@@ -134,7 +135,7 @@ def train_rate(card, p: Protocol, data, device: torch.device, speed: SpeedOption
     ``warmup_steps`` batches, which also compile when ``speed.compile``)."""
     channels_last = speed.channels_last_on(device.type)
     model, loss, optimizer = harness_overhead.fresh(card, p, 0, device, channels_last)
-    forward = torch.compile(model) if speed.compile else model
+    forward = compile_model(model) if speed.compile else model
     generator = torch.Generator().manual_seed(0)
     b = p.batch_size
 

@@ -43,8 +43,15 @@ from mtlbench.data.prepare import (
     resolve_root,
 )
 from mtlbench.data.splits import SplitMismatchError
-from mtlbench.executors import ExecutorContext, ExecutorOptionError
-from mtlbench.executors.slurm import SlurmError
+from mtlbench.executors import (
+    DEFAULT_EXECUTOR,
+    ExecutorContext,
+    ExecutorError,
+    ExecutorOptionError,
+    announcement,
+    detached_note,
+    interrupted_note,
+)
 from mtlbench.plugins import Plugins, load_plugins
 from mtlbench.precision import bf16_support
 from mtlbench.precision import resolve as resolve_precision
@@ -70,7 +77,7 @@ from mtlbench.weights import WeightsUnavailableError
 console = Console(width=None if sys.stdout.isatty() else 180, log_path=False)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 180)
 
-USER_ERRORS = (UnknownNameError, ProtocolError, ExecutorOptionError, SlurmError,
+USER_ERRORS = (UnknownNameError, ProtocolError, ExecutorOptionError, ExecutorError,
                DataNotFoundError, DatasetLayoutError, DatasetOptionError, SplitMismatchError,
                WeightsUnavailableError, RunLockedError, StoreError)
 DEFAULT_OUT = "mtlbench-runs"
@@ -229,11 +236,9 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted before training started; nothing was lost", 130)
-    if getattr(executor, "detached", False):
-        console.print(f"Submitted {len(plan.specs)} trial(s); they write their results to "
-                      f"{run_dir / 'results'}. `mtlbench collect --out {run_dir}` stores what "
-                      "has arrived (run it any time), and running this command again waits "
-                      "for the rest.")
+    note = detached_note(executor, len(plan.specs))
+    if note is not None:
+        console.print(escape(note))
         return
     _show_leaderboard(run_dir, dataset, protocol.hash)
     for path in summary.leaderboard_files:
@@ -253,30 +258,36 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root
 
 def _executor(plugins: Plugins, name: str | None, sets: tuple[str, ...], devices: str | None,
               trials_per_device: int | None, device: str, run_dir: Path):
-    """The executor of --executor / --executor-set; --devices and --trials-per-device are the
-    pool's options (and choose it when --executor is not given)."""
-    pool_flags = {}
+    """The executor of --executor / --executor-set; --devices and --trials-per-device are
+    options of the executor whose card claims them as flags (and choose it when --executor is
+    not given)."""
+    flags = {}
     if devices is not None:
-        pool_flags["devices"] = devices
+        flags["devices"] = devices
     if trials_per_device is not None:
-        pool_flags["trials_per_device"] = str(trials_per_device)
+        flags["trials_per_device"] = str(trials_per_device)
     if trials_per_device is not None and trials_per_device < 1:
         raise ProtocolError(f"--trials-per-device {trials_per_device}: must be ≥ 1")
-    name = (name or ("pool" if pool_flags else "local")).strip().lower()
-    if pool_flags and name != "pool":
-        raise ExecutorOptionError(f"--devices/--trials-per-device are options of the pool "
-                                  f"executor, not of {name!r}; use --executor-set")
+    if flags:
+        claimed = [n for n, c in plugins.executors.items() if set(flags) <= set(c.flags)]
+        name = name or (claimed[0] if claimed else None)
+        if name not in claimed:
+            owners = " or ".join(repr(n) for n in claimed) or "no executor"
+            raise ExecutorOptionError(f"--devices/--trials-per-device are options of {owners}, "
+                                      f"not of {name!r}; use --executor-set")
+    name = (name or DEFAULT_EXECUTOR).strip().lower()
     card = plugins.executors.get(name)
-    options = {**_parse_sets(sets, "--executor-set"), **pool_flags}
-    if name != "slurm":
+    options = {**_parse_sets(sets, "--executor-set"), **flags}
+    if card.local_device:
         device = _device(device)
     context = ExecutorContext(run_dir, device, plugins)
     try:
         return card.create(context, options)
-    except (ExecutorOptionError, ProtocolError):
+    except (ExecutorOptionError, ExecutorError, ProtocolError):
         raise
     except Exception as exc:  # noqa: BLE001 - a plugin's executor: name it
-        if name in ("local", "pool", "slurm"):
+        info = plugins.info.get(plugins.executors.owner(name))
+        if info is not None and info.builtin:
             raise
         raise ExecutorOptionError(f"executor {name!r} (plugin {plugins.executors.owner(name)}) "
                                   f"could not be set up: {exc}") from exc
@@ -305,7 +316,7 @@ def _precision_words(requested: str, executor) -> str:
     """'fp32', 'bf16', or what auto became on this process's device and why."""
     if requested != "auto":
         return requested
-    device = getattr(executor, "device", "cpu")
+    device = executor.device if executor is not None else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         return "auto precision (bf16 where each trial's GPU has it natively, else fp32)"
     support = bf16_support(device)
@@ -332,13 +343,9 @@ def _announce(plan, names, dataset, protocol, run_dir, executor=None) -> None:
     console.print(f"Run folder {run_dir}: {len(plan.specs)} trial(s) to run, "
                   f"{len(plan.done)} already finished, {len(plan.resumable)} resuming from a "
                   "checkpoint.")
-    if hasattr(executor, "slots") and plan.specs:
-        workers = min(len(executor.slots()), len(plan.specs))
-        console.print(f"{workers} worker process(es), up to {executor.trials_per_device} "
-                      f"trial(s) at once on each of {', '.join(executor.devices)}.")
-    if hasattr(executor, "parameters") and plan.specs:
-        params = ", ".join(f"{k}={v}" for k, v in executor.parameters().items())
-        console.print(f"SLURM job array ({params}); trials run on {executor.device}.")
+    line = announcement(executor, len(plan.specs)) if executor is not None else None
+    if line:
+        console.print(escape(line))
 
 
 class _ProgressEvents:
@@ -410,10 +417,10 @@ def _execute_with_progress(plan, run_dir, plugins, epochs, keep_checkpoints, exe
                               "checkpoint"}.get(running, f"; the {running} trials in progress "
                                                 "keep their last saved epoch in their "
                                                 "checkpoints")
-            note = getattr(executor, "interrupted_note", None)
+            note = interrupted_note(executor) if executor is not None else None
             then = "Run the same command again to resume."
             if note is not None:
-                kept, then = f"; {note()}.", ""
+                kept, then = f"; {note}.", ""
             else:
                 kept += "."
             err_console.print(
@@ -498,12 +505,13 @@ def collect_cmd(out, keep_checkpoints) -> None:
     """Store the results that jobs wrote into a run folder, and show the jobs still out.
 
     For runs whose driver stopped (--executor-set wait=false, Ctrl-C, a closed session):
-    the SLURM jobs go on and write results/<trial id>.json; this records them in the store
-    and rewrites the leaderboard. Safe to run at any time, also while a driver runs; a result
-    already stored is not stored twice. Exit status 1 when a collected trial failed.
+    jobs of an executor such as slurm go on and write results/<trial id>.json; this records
+    them in the store and rewrites the leaderboard, then asks each executor which of its jobs
+    are still out. Safe to run at any time, also while a driver runs; a result already stored
+    is not stored twice. Exit status 1 when a collected trial failed or a job ended without
+    a result.
     """
-    from mtlbench.executors.slurm import ENDED_STATES, describe_jobs, read_jobs
-    from mtlbench.result_files import ingest, result_path
+    from mtlbench.result_files import ingest
 
     run_dir = Path(out)
     if not (run_dir / STORE_NAME).exists() and not (run_dir / "results").is_dir():
@@ -526,22 +534,18 @@ def collect_cmd(out, keep_checkpoints) -> None:
         reason = "" if result.status == "finished" else \
             f": {escape(result.error.splitlines()[0])}"
         console.print(f"{mark} {result.method} · {result.dataset} · fold {result.fold}{reason}")
-    out_there = {t for t, status in statuses.items() if status != "finished"}
-    out_there |= set(read_jobs(run_dir / "slurm")) - set(statuses)
-    jobs = describe_jobs(run_dir, out_there)
-    waiting = {t: js for t, js in jobs.items() if js[1] not in ENDED_STATES | {"UNKNOWN"}}
-    lost = {t: js for t, js in jobs.items()
-            if js[1] in ENDED_STATES and t not in statuses
-            and not result_path(run_dir, t).exists()}
+    jobs = [job for _, card in _plugins().executors.items() if card.outstanding
+            for job in card.outstanding(run_dir, statuses)]
+    waiting = sorted((j for j in jobs if not j.ended), key=lambda j: j.job)
+    lost = sorted((j for j in jobs if j.ended), key=lambda j: j.job)
     console.print(f"Collected {len(collected)} result(s) ({len(failed)} failed); "
                   f"{sum(s == 'finished' for s in statuses.values())} finished trial(s) in "
                   f"the store; {len(waiting)} job(s) still queued or running.")
-    for job_id, state, label in sorted(waiting.values()):
-        console.print(f"  job {job_id} ({state}): {label}")
-    for job_id, state, label in sorted(lost.values()):
-        err_console.print(f"[red]job {job_id} ended ({state}) without a result[/]: {label}; "
-                          f"its log is in {run_dir / 'slurm'}. Run the same `mtlbench run` "
-                          "again to submit it anew (it resumes from its checkpoint).")
+    for job in waiting:
+        console.print(f"  job {job.job} ({job.state}): {escape(job.label)}")
+    for job in lost:
+        err_console.print(f"[red]job {job.job} ended ({job.state}) without a result[/]: "
+                          f"{escape(job.label)}; {escape(job.hint)}")
     if files:
         _show_leaderboard(run_dir, None, None)
     if failed or lost:

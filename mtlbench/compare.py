@@ -161,11 +161,11 @@ def precision_differences(current: list[dict], baseline: list[dict]) -> list[str
     def key(record: dict) -> tuple[str, str, str]:
         return record["dataset"], record["method"], record["protocol_hash"]
 
-    before = {key(r): r.get("precision") or "unknown" for r in baseline}
+    before = {key(r): r.get("precision") for r in baseline}
     notes = []
     for r in current:
-        old, new = before.get(key(r)), r.get("precision") or "unknown"
-        if old is not None and old != new:
+        old, new = before.get(key(r)), r.get("precision")
+        if old and new and old != new:  # leaderboards written before issue 16 have none
             notes.append(f"{r['method']} on {r['dataset']}: baseline {old}, current {new}")
     return notes
 

@@ -17,6 +17,7 @@ import os
 import pickle
 import platform
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -126,7 +127,7 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
     channels_last = spec.speed.channels_last_on(spec.device)
     precision = resolve_precision(p.precision, spec.device)
     place_model(model, device, channels_last)
-    forward = torch.compile(model) if spec.speed.compile else model
+    forward = compile_model(model) if spec.speed.compile else model
     loss = build_loss(method, p).to(device)
     optimizer = build_optimizer(model, loss, p, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, p))
@@ -203,6 +204,19 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
         gallery=gallery([arrays.ids[i] for i in test_idx], arrays.labels[test_idx],
                         arrays.images[test_idx], arrays.masks[test_idx]),
     )
+
+
+def compile_model(model):
+    """``torch.compile(model)``; under a capped CPU capability (ATEN_CPU_CAPABILITY, as the
+    AVX2 emulation of benchmarks/README.md sets) with its own kernel cache, unless
+    TORCHINDUCTOR_CACHE_DIR says where: torch 2.14 reused kernels compiled under the cap in
+    an uncapped process on the same machine, which crashed (segmentation fault)."""
+    capped = os.environ.get("ATEN_CPU_CAPABILITY")
+    if capped and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        user = os.environ.get("USER") or str(os.getuid())
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(
+            tempfile.gettempdir(), f"torchinductor_{user}_{capped.lower()}")
+    return torch.compile(model)
 
 
 def build_loss(method: MethodCard, p: Protocol) -> TrialLoss:

@@ -14,10 +14,15 @@ from mtlbench.plugins import load_plugins
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch, tmp_path_factory):
-    """Only the built-in plugins load, nothing downloads, the data cache is per session."""
+    """Only the built-in plugins load, nothing downloads, the data and kernel caches are per
+    session."""
     monkeypatch.setenv("MTLBENCH_LOAD_PLUGINS", "mtlbench")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("MTLBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    # torch.compile's kernels per session: the shared /tmp cache once held kernels compiled
+    # under the AVX2 emulation (ATEN_CPU_CAPABILITY=avx2), and a native run that loaded them
+    # crashed (segmentation fault in the compiled forward).
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "inductor"))
     monkeypatch.delenv("MTLBENCH_DATA", raising=False)
     torch.set_num_threads(2)
 

@@ -85,6 +85,27 @@ def test_other_protocol_is_not_comparable_and_said_so(run_folder, tmp_path):
     assert "not comparable" in result.output and "baseline protocol 000000000000" in result.output
 
 
+def test_a_baseline_of_another_precision_is_compared_and_the_difference_noted(run_folder,
+                                                                              tmp_path):
+    """An AMX machine's bf16 baseline against this run: the same protocol, so compared."""
+    def from_an_amx_machine(records):
+        for r in records:
+            r["precision"] = "bf16" if r["precision"] == "fp32" else "fp32"
+
+    result = invoke(run_folder, baseline_with(run_folder, tmp_path, from_an_amx_machine))
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "fcn on synthetic: baseline bf16, current fp32 precision" in text
+    assert "No regression" in text
+
+    def from_before_issue_16(records):  # leaderboards then had no precision: nothing to say
+        for r in records:
+            r.pop("precision")
+
+    result = invoke(run_folder, baseline_with(run_folder, tmp_path, from_before_issue_16))
+    assert result.exit_code == 0 and "precision" not in result.output
+
+
 @pytest.mark.parametrize("args, message", [
     (["nowhere", "nowhere"], "no such run folder"),
     (["{run}", "{run}", "--metrics", "dice,speed"], "unknown metric(s) speed"),

@@ -33,13 +33,14 @@ from mtlbench.runner import plan_run
 
 PLUGIN = textwrap.dedent('''
     """A third-party plugin with a tiny method and one whose process dies mid-trial."""
+    import json
     import os
     import time
 
     from torch import nn
 
     from mtlbench.cards import MethodCard
-    from mtlbench.executors import ExecutorCard, ExecutorOption
+    from mtlbench.executors import ExecutorCard, ExecutorOption, OutstandingJob
     from mtlbench.executors.local import LocalExecutor
     from mtlbench.hookspecs import hookimpl
 
@@ -82,11 +83,40 @@ PLUGIN = textwrap.dedent('''
                 yield result
 
 
+    class HandingOverExecutor:
+        """A third-party executor whose runs detach: it hands the trials to a queue (a file)
+        and returns; what it says and what `mtlbench collect` shows are its own."""
+
+        def __init__(self, context):
+            self.context, self.device, self.detached = context, context.device, False
+
+        def announce(self, n_trials):
+            return f"handing {n_trials} trial(s) to the test queue"
+
+        def run(self, specs, events):
+            queue = self.context.run_dir / "testqueue.json"
+            queue.write_text(json.dumps({s.trial_id: s.label for s in specs}))
+            self.detached = True
+            return iter(())
+
+        def detached_note(self, n_trials):
+            return f"{n_trials} trial(s) wait in the test queue"
+
+
+    def queued_jobs(run_dir, statuses):
+        queue = json.loads((run_dir / "testqueue.json").read_text())
+        return [OutstandingJob(t, f"q{i}", "LOST", label, ended=True, hint="ask the queue")
+                for i, (t, label) in enumerate(sorted(queue.items()))
+                if statuses.get(t) != "finished"]
+
+
     @hookimpl
     def mtlbench_register_executors(register):
         register(ExecutorCard(
             "tagging", lambda context, options: TaggingExecutor(context, options["tag"]),
             "test executor", {"tag": ExecutorOption("plain", "written into each result")}))
+        register(ExecutorCard("handover", lambda context, options: HandingOverExecutor(context),
+                              "test executor that detaches", outstanding=queued_jobs))
 ''')
 
 
@@ -331,12 +361,44 @@ def test_an_executor_plugin_runs_trials_through_its_entry_point(plugin_site, tmp
     assert {json.loads(env)["executor"] for _, env in rows} == {"from-the-plugin"}
 
 
+def test_what_an_executor_says_and_leaves_out_is_its_own(plugin_site, tmp_path):
+    """A plugin's executor announces the run, says what detaching left, and tells `mtlbench
+    collect` about its jobs, through the executor interface; the CLI names none of it."""
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "run", "--methods", "tinynet", "--folds", "0,1", "--set", "epochs=1", "--device", "cpu",
+        "--executor", "handover", "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "handing 2 trial(s) to the test queue" in text
+    assert "2 trial(s) wait in the test queue" in text
+    collected = CliRunner().invoke(main, ["collect", "--out", str(run_dir)])
+    assert collected.exit_code == 1, collected.output  # jobs ended without a result
+    text = " ".join(collected.output.split())
+    assert "job q0 ended (LOST) without a result: tinynet · synthetic · fold 0; ask the queue" \
+        in text and "job q1 ended (LOST)" in text
+
+
+def test_the_cli_imports_no_executor_and_probes_none():
+    """Executors are behind their interface (mtlbench.executors): the CLI imports none of
+    their modules and asks no executor what it is."""
+    import ast
+
+    import mtlbench.cli
+
+    source = Path(mtlbench.cli.__file__).read_text()
+    imported = {node.module for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.ImportFrom) and node.module}
+    assert not {m for m in imported if m.startswith("mtlbench.executors.")}, imported
+    assert "hasattr(executor" not in source and "getattr(executor" not in source
+
+
 @pytest.mark.parametrize("args, message", [
     (["--executor", "slurmm"], "unknown executor 'slurmm'. Did you mean 'slurm'?"),
     (["--executor", "local", "--executor-set", "tag=x"],
      "--executor-set tag: executor 'local' has no such option"),
     (["--executor", "slurm", "--devices", "0"],
-     "--devices/--trials-per-device are options of the pool executor, not of 'slurm'"),
+     "--devices/--trials-per-device are options of 'pool', not of 'slurm'"),
     (["--executor", "slurm", "--device", "cuda"], "--device cuda does not apply to --executor "
                                                   "slurm"),
     (["--executor-set", "novalue"], "--executor-set 'novalue': expected KEY=VALUE"),

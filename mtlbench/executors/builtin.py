@@ -41,7 +41,7 @@ def _slurm(context: ExecutorContext, options: dict[str, str]):
 
 @hookimpl
 def mtlbench_register_executors(register):
-    from mtlbench.executors.slurm import SLURM_OPTIONS
+    from mtlbench.executors.slurm import SLURM_OPTIONS, outstanding_jobs
 
     register(ExecutorCard(
         "local", _local, "One trial after another in this process (the default)."))
@@ -51,9 +51,10 @@ def mtlbench_register_executors(register):
         "(also chosen by --devices / --trials-per-device).",
         {"devices": ExecutorOption("", "CUDA device numbers (0,1), cuda:N or cpu "
                                        "(default: --device)"),
-         "trials_per_device": ExecutorOption("1", "trials at once on each device")}))
+         "trials_per_device": ExecutorOption("1", "trials at once on each device")},
+        flags=("devices", "trials_per_device")))
     register(ExecutorCard(
         "slurm", _slurm,
         "One SLURM job per trial (a job array per run) through submitit; results come back "
         "as files in the run folder (`mtlbench collect` gathers them later too).",
-        SLURM_OPTIONS))
+        SLURM_OPTIONS, local_device=False, outstanding=outstanding_jobs))

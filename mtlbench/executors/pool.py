@@ -82,6 +82,12 @@ class PoolExecutor:
         self.trials_per_device = trials_per_device
         self._context = get_context("spawn")
 
+    def announce(self, n_trials: int) -> str:
+        """The run's first line about the workers (printed by the CLI)."""
+        workers = min(len(self.slots()), n_trials)
+        return (f"{workers} worker process(es), up to {self.trials_per_device} trial(s) at once "
+                f"on each of {', '.join(self.devices)}.")
+
     def slots(self) -> list[str]:
         """The device of each worker, devices interleaved, so that a run with fewer trials than
         slots still spreads them over every device."""

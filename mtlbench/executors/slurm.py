@@ -40,7 +40,15 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from mtlbench.executors import ExecutorOption, ExecutorOptionError, RunEvents, parse_bool, parse_int
+from mtlbench.executors import (
+    ExecutorError,
+    ExecutorOption,
+    ExecutorOptionError,
+    OutstandingJob,
+    RunEvents,
+    parse_bool,
+    parse_int,
+)
 from mtlbench.files import write_text_atomically
 from mtlbench.result_files import (
     ProgressReader,
@@ -82,7 +90,7 @@ RESULT_GRACE_S = 15.0
 JOBS_FILE = "jobs.json"
 
 
-class SlurmError(RuntimeError):
+class SlurmError(ExecutorError):
     """SLURM refused or cannot be reached; the message says what to do."""
 
 
@@ -214,6 +222,18 @@ class SlurmExecutor:
                   f"resume. End of its log:\n{log}")
         result.env["slurm"] = {"job_id": job_id, "state": state}
         return result
+
+    def announce(self, n_trials: int) -> str:
+        """The run's first line about the cluster (printed by the CLI)."""
+        params = ", ".join(f"{k}={v}" for k, v in self.parameters().items())
+        return f"SLURM job array ({params}); trials run on {self.device}."
+
+    def detached_note(self, n_trials: int) -> str:
+        """What a run that submitted and returned says (``wait=false``)."""
+        return (f"Submitted {n_trials} trial(s); they write their results to "
+                f"{self.run_dir / 'results'}. `mtlbench collect --out {self.run_dir}` stores "
+                "what has arrived (run it any time), and running this command again waits for "
+                "the rest.")
 
     def interrupted_note(self) -> str:
         """What a user who stopped the driver should know (printed by the CLI)."""
@@ -401,3 +421,23 @@ def describe_jobs(run_dir: str | Path, trial_ids: set[str]) -> dict[str, tuple[s
     states = job_states(ids) if shutil.which("scontrol") else {}
     return {t: (job["job_id"], states.get(job["job_id"], ("UNKNOWN", 0))[0], job["label"])
             for t, job in wanted.items()}
+
+
+def outstanding_jobs(run_dir: Path, statuses: dict[str, str]) -> list[OutstandingJob]:
+    """The jobs of this run folder whose trials are not finished in the store (``statuses``):
+    those still queued or running, and those that ended without writing a result (a job whose
+    state SLURM no longer knows is left out)."""
+    run_dir = Path(run_dir)
+    out_there = {t for t, status in statuses.items() if status != "finished"}
+    out_there |= set(read_jobs(run_dir / "slurm")) - set(statuses)
+    jobs = []
+    for trial_id, (job_id, state, label) in describe_jobs(run_dir, out_there).items():
+        if state == "UNKNOWN":
+            continue
+        ended = state in ENDED_STATES
+        if ended and (trial_id in statuses or result_path(run_dir, trial_id).exists()):
+            continue  # its result arrived: stored now or by the next collect
+        hint = (f"its log is in {run_dir / 'slurm'}. Run the same `mtlbench run` again to "
+                "submit it anew (it resumes from its checkpoint).") if ended else ""
+        jobs.append(OutstandingJob(trial_id, job_id, state, label, ended, hint))
+    return jobs
