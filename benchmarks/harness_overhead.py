@@ -18,20 +18,12 @@ import time
 import torch
 
 from mtlbench.cards import ModelConfig
+from mtlbench.data.fold import FoldTensors, load_arrays, model_input, to_tensors
 from mtlbench.plugins import load_plugins
+from mtlbench.precision import autocast
 from mtlbench.precision import resolve as resolve_precision
 from mtlbench.protocol import Protocol, get_protocol
-from mtlbench.train import (
-    FoldTensors,
-    autocast,
-    build_loss,
-    build_optimizer,
-    load_arrays,
-    model_input,
-    place_model,
-    to_tensors,
-    train_epoch,
-)
+from mtlbench.train import build_loss, build_optimizer, place_model, train_epoch
 from mtlbench.trial import SpeedOptions
 
 

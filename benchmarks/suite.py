@@ -57,7 +57,10 @@ import harness_overhead  # noqa: E402
 import metrics_vs_medpy  # noqa: E402
 
 from mtlbench.cards import ModelConfig  # noqa: E402
+from mtlbench.checkpointing import TrainState, save_checkpoint  # noqa: E402
 from mtlbench.data.features import feature_arrays  # noqa: E402
+from mtlbench.data.fold import default_cache_dir, load_arrays, to_tensors  # noqa: E402
+from mtlbench.evaluation import predict  # noqa: E402
 from mtlbench.metrics import seg_metrics  # noqa: E402
 from mtlbench.plugins import load_plugins  # noqa: E402
 from mtlbench.precision import cpu_description, cpu_kind, cpu_model  # noqa: E402
@@ -65,16 +68,10 @@ from mtlbench.precision import resolve as resolve_precision  # noqa: E402
 from mtlbench.profile import profile_model  # noqa: E402
 from mtlbench.protocol import Protocol, get_protocol  # noqa: E402
 from mtlbench.train import (  # noqa: E402
-    TrainState,
     build_loss,
     build_optimizer,
     compile_model,
-    default_cache_dir,
-    load_arrays,
     place_model,
-    predict,
-    save_checkpoint,
-    to_tensors,
     train_epoch,
 )
 from mtlbench.trial import SpeedOptions, TrialSpec  # noqa: E402

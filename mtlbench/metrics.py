@@ -240,6 +240,15 @@ def seg_metrics(pred: np.ndarray, gt: np.ndarray, gt_soft: np.ndarray) -> dict[s
     return out
 
 
+def mean_dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean strict Dice of (N, H, W) binary masks (1 where both are empty, as strict mode):
+    the fold mean of ``seg_metrics``'s ``strict.dice`` without its distances, for the paper's
+    per-epoch checkpoint score."""
+    inter = np.count_nonzero(pred & gt, axis=(1, 2))
+    total = np.count_nonzero(pred, axis=(1, 2)) + np.count_nonzero(gt, axis=(1, 2))
+    return float(np.mean(np.where(total == 0, 1.0, 2.0 * inter / np.maximum(total, 1))))
+
+
 def classification_metrics(y_true, y_pred, prob_malignant) -> dict[str, float]:
     """Per-fold classification metrics over all test images (labels 0..K-1, class 1 = malignant).
 

@@ -168,3 +168,12 @@ def precision_record(requested: str, device: str, epochs: list[str], evaluation:
     if used == "mixed":
         record["epochs"] = {kind: epochs.count(kind) for kind in sorted(set(epochs))}
     return record
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """The model's forward pass in the trial's resolved ``precision`` (``mtlbench.precision``):
+    ``bf16`` runs it under bfloat16 autocast (weights, optimizer and losses stay float32);
+    ``fp32`` is plain float32."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"autocast needs a resolved precision (fp32 or bf16), got {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

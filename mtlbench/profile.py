@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torchvision  # noqa: F401 - registers torch.ops.torchvision
@@ -24,6 +24,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mtlbench.probe import evaluating, probe_input
+
+if TYPE_CHECKING:
+    from mtlbench.cards import MethodCard
 from mtlbench.thop_rules import thop_count
 
 #: Extra FLOP formulas, keyed by operator packet (e.g. ``torch.ops.torchvision.deform_conv2d``).
@@ -202,3 +205,16 @@ def measure_speed(model: nn.Module, image_size: int, device: str = "cpu", batch_
     step_s = timed(step)
     return ModelSpeed(device=str(dev), latency_ms=latency * 1e3,
                       train_images_per_s=batch_size / step_s, batch_size=batch_size)
+
+
+_PROFILES: dict[tuple, ModelProfile] = {}
+
+
+def cached_profile(method: MethodCard, model, size: int) -> ModelProfile:
+    """The model's size and cost, counted once per (method, size) in a process: the five folds
+    of a method build the same architecture, and counting TransUNet at 256² takes seconds."""
+    key = (method.name, method.build, size, method.in_channels, method.thop_double_counted)
+    if key not in _PROFILES:
+        _PROFILES[key] = profile_model(model, size, method.in_channels,
+                                       double_counted=method.thop_double_counted)
+    return _PROFILES[key]

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtlbench.data.fold import fold_indices, load_arrays
 from mtlbench.data.prepare import canonical_dataset_spec, lookup_dataset
 from mtlbench.executors import Executor, RunEvents
 from mtlbench.executors.local import LocalExecutor
@@ -23,7 +24,6 @@ from mtlbench.protocol import Protocol, ProtocolError
 from mtlbench.report import write_leaderboard
 from mtlbench.result_files import ingest
 from mtlbench.store import Store
-from mtlbench.train import fold_indices, load_arrays
 from mtlbench.trial import SpeedOptions, TrialResult, TrialSpec
 from mtlbench.weights import ensure_weights, required_weights
 

@@ -102,3 +102,11 @@ class TrialResult:
     def failed(cls, spec: TrialSpec, error: str, **extra: Any) -> TrialResult:
         return cls(spec.trial_id, spec.dataset, spec.method, spec.fold, spec.seed,
                    spec.protocol.to_dict(), spec.protocol.hash, "failed", error=error, **extra)
+
+
+class TrialFailed(RuntimeError):
+    """A trial that cannot finish (non-finite loss, broken model contract, ...)."""
+
+
+class ModelContractError(TrialFailed):
+    """A method's model returned outputs that break the contract; names the method and plugin."""

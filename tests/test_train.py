@@ -157,8 +157,7 @@ def test_selection_dice_equals_the_strict_fold_dice():
     """The per-epoch selection score's Dice is evaluate's strict Dice, empty masks included."""
     import numpy as np
 
-    from mtlbench.metrics import seg_metrics
-    from mtlbench.train import mean_dice
+    from mtlbench.metrics import mean_dice, seg_metrics
 
     rng = np.random.default_rng(0)
     pred = rng.random((6, 32, 32)) > 0.6

@@ -11,8 +11,8 @@ from mtlbench.executors import RunEvents
 from mtlbench.plugins import Plugins
 from mtlbench.precision import bf16_support
 from mtlbench.precision import resolve as resolve_precision
-from mtlbench.train import EpochCallback, TrialFailed, run_trial
-from mtlbench.trial import TrialResult, TrialSpec
+from mtlbench.train import EpochCallback, run_trial
+from mtlbench.trial import TrialFailed, TrialResult, TrialSpec
 
 
 class LocalExecutor:
