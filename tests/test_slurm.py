@@ -263,7 +263,9 @@ def test_a_job_array_with_a_failing_and_two_preempted_trials_lands_in_the_store(
 def test_a_detached_run_is_collected_later_and_a_lost_job_is_submitted_again(
         tmp_path, cluster_env):
     run_dir = tmp_path / "run"
-    args = ["run", "-m", "tinynet", "--folds", "0,1", "--set", "epochs=3", "-o", str(run_dir),
+    # 6 epochs of ~2.5 s: the kill after fold 1's first epoch must land while it still trains;
+    # with 3, a loaded machine let the job write its result before the kill arrived.
+    args = ["run", "-m", "tinynet", "--folds", "0,1", "--set", "epochs=6", "-o", str(run_dir),
             *RUN_OPTIONS]
     submitted = mtlbench(cluster_env, *args, "--executor-set", "wait=false")
     assert submitted.returncode == 0, submitted.stderr
@@ -277,12 +279,21 @@ def test_a_detached_run_is_collected_later_and_a_lost_job_is_submitted_again(
     subprocess.run(["scancel", "--signal=KILL", "--full",
                     job_of(run_dir, "tinynet · synthetic · fold 1")], check=True)
 
+    last = []
+
     def collected():
         done = mtlbench(cluster_env, "collect", "-o", str(run_dir))
+        last[:] = [done.stdout + done.stderr]
         return done if "without a result" in done.stderr and \
             ("tinynet", 0) in stored(run_dir) else None
 
-    collect = wait_for(collected, 180, "collect to store fold 0 and report fold 1 lost")
+    try:
+        collect = wait_for(collected, 180, "collect to store fold 0 and report fold 1 lost")
+    except AssertionError as exc:  # say what collect last saw, and what SLURM says
+        states = subprocess.run(["scontrol", "show", "job", "-o"], capture_output=True,
+                                text=True).stdout
+        raise AssertionError(f"{exc}\nlast collect:\n{last[0] if last else ''}\n"
+                             f"scontrol:\n{states}") from None
     assert collect.returncode == 1
     text = " ".join(collect.stderr.split())
     assert "ended (" in text and "tinynet · synthetic · fold 1" in text, text
