@@ -7,6 +7,7 @@ the split, pretrained weights) is checked first, so a bad input costs seconds, n
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,7 +87,31 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
                    [s for s in specs if s.trial_id in finished],
                    ingested=plan_ingested, problems=plan_problems, warnings=warnings)
     plan.resumable = [s for s in plan.specs if s.checkpoint_path.exists()]
+    with Store.in_run_dir(run_dir) as store:
+        plan.warnings += rehashed_protocol_notes(store, protocol)
     return plan
+
+
+def rehashed_protocol_notes(store: Store, protocol: Protocol) -> list[str]:
+    """A note for each protocol of the store's finished trials whose knobs are this one's but
+    whose hash is not: stored by an mtlbench that hashed the protocol differently (before
+    precision left the hash). Those trials are kept and shown; these run again."""
+    knobs = protocol.knobs()
+    notes = []
+    for phash, text in store.finished_protocols().items():
+        if phash == protocol.hash:
+            continue
+        try:
+            same = Protocol.from_dict(json.loads(text)).knobs() == knobs
+        except (ValueError, TypeError):
+            continue  # a protocol this version cannot read: another protocol in any case
+        if same:
+            notes.append(f"this run folder also holds finished trials of this protocol under "
+                         f"its older hash {phash} (earlier mtlbench versions hashed precision "
+                         f"with the protocol); they stay in the store and the leaderboard as "
+                         f"rows of their own and are not reused: trials are matched on the "
+                         f"current hash {protocol.hash}")
+    return notes
 
 
 def check_precision(protocol: Protocol, device: str) -> list[str]:

@@ -117,6 +117,12 @@ class Store:
         rows = self._db.execute("SELECT trial_id FROM trials WHERE status='finished'")
         return {r[0] for r in rows}
 
+    def finished_protocols(self) -> dict[str, str]:
+        """protocol hash -> protocol JSON of the finished trials (one of each hash)."""
+        return dict(self._db.execute(
+            "SELECT protocol_hash, protocol_json FROM trials WHERE status='finished' "
+            "GROUP BY protocol_hash"))
+
     def statuses(self) -> dict[str, str]:
         """trial id -> status ("finished" or "failed") of every trial in the store."""
         return dict(self._db.execute("SELECT trial_id, status FROM trials"))

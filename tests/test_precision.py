@@ -166,3 +166,24 @@ def test_run_warns_before_training_when_bf16_is_asked_where_it_is_emulated(tmp_p
         [trial] = store.trials()
     assert trial["env"]["precision"]["used"] == "bf16"
     assert trial["env"]["precision"]["bf16_native"] is False
+
+
+def test_a_folder_with_trials_under_the_pre_precision_hash_is_told_so(tmp_path, plugins):
+    """A store written when precision was in the protocol hash: its rows stay, and a run on
+    the folder says that they are not reused, naming both hashes."""
+    from dataclasses import replace
+
+    from mtlbench.runner import plan_run
+
+    spec = _spec(tmp_path, epochs=1)
+    old = replace(run_trial(spec, plugins), trial_id="0ld0ld0ld0ld0ld0",
+                  protocol_hash="0ld0ld0ld0ld")  # what an earlier version stored
+    old.protocol["precision"] = "bf16"
+    with Store.in_run_dir(tmp_path / "run") as store:
+        store.record(old)
+    plan = plan_run(plugins, ["tiny"], "small", spec.protocol, tmp_path / "run", folds=[0])
+    [note] = plan.warnings
+    assert "older hash 0ld0ld0ld0ld" in note and spec.protocol.hash in note
+    assert [s.trial_id for s in plan.specs] == [spec.trial_id]  # not reused: trained anew
+    with Store.in_run_dir(tmp_path / "run") as store:
+        assert [row.protocol_hash for row in leaderboard(store)] == ["0ld0ld0ld0ld"]
