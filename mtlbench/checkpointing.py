@@ -138,7 +138,7 @@ def write_checkpoint(path: Path, payload: dict) -> None:
     killed meanwhile, sees the previous checkpoint or this one, never a part.
 
     Without zip CRC32s: computing them took 60–70% of the save on a 2-core CPU (2.5 of 4 s for
-    TransUNet's 1.26 GB), and they guard against disk corruption, not against the interrupted
+    a 1.26 GB training state), and they guard against disk corruption, not against the interrupted
     writes that the temp file and rename already make harmless.
     """
     with atomic_writer(path) as f, serialization_config.patch({"save.compute_crc32": False}):

@@ -83,12 +83,11 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
         # Results that cluster jobs wrote after their driver stopped count as done.
         plan_ingested, plan_problems = ingest(store, run_dir)
         finished = store.finished_ids()
+        warnings += rehashed_protocol_notes(store, protocol)
     plan = RunPlan([s for s in specs if s.trial_id not in finished],
                    [s for s in specs if s.trial_id in finished],
                    ingested=plan_ingested, problems=plan_problems, warnings=warnings)
     plan.resumable = [s for s in plan.specs if s.checkpoint_path.exists()]
-    with Store.in_run_dir(run_dir) as store:
-        plan.warnings += rehashed_protocol_notes(store, protocol)
     return plan
 
 
