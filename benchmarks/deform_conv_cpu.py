@@ -14,7 +14,7 @@ import time
 import torch
 from torchvision.ops import DeformConv2d
 
-from mtlbench.models import DSAModule, SamplingDeformConv2d
+from mtlbench_methods.acsnet_parts import DSAModule, SamplingDeformConv2d
 
 # (label, channels, spatial size, batch)
 CASES = (("DSA512 @ 64² input (4×4)", 512, 4, 8), ("DSA256 @ 64² input (8×8)", 256, 8, 8),

@@ -19,6 +19,7 @@ import torch
 
 from mtlbench.cards import ModelConfig
 from mtlbench.data.fold import FoldTensors, load_arrays, model_input, to_tensors
+from mtlbench.knobs import knob_values
 from mtlbench.plugins import load_plugins
 from mtlbench.precision import autocast
 from mtlbench.precision import resolve as resolve_precision
@@ -26,13 +27,26 @@ from mtlbench.protocol import Protocol, get_protocol
 from mtlbench.train import build_loss, build_optimizer, place_model, train_epoch
 from mtlbench.trial import SpeedOptions
 
+#: Benchmarks give the perceptual loss terms a random VGG-16: the same compute per step, and
+#: nothing to download.
+RANDOM_VGG = {"lossnet_vgg": "random", "perceptual_vgg": "random"}
 
-def fresh(card, p: Protocol, seed: int, device: torch.device, channels_last: bool):
-    """The method's model (seed ``seed``), its loss and a fused Adam, on ``device``."""
+
+def bench_knobs(card, p: Protocol, overrides: dict | None = None) -> dict:
+    """The card's knobs under ``p``'s preset with a random VGG-16 and ``overrides``."""
+    return knob_values(card, p.name, {**RANDOM_VGG, **(overrides or {})})
+
+
+def fresh(card, p: Protocol, seed: int, device: torch.device, channels_last: bool,
+          knobs: dict | None = None):
+    """The method's model (seed ``seed``), its loss (``bench_knobs`` with ``knobs``) and a
+    fused Adam, on ``device``."""
     torch.manual_seed(seed)
-    model = card.build(ModelConfig(image_size=p.image_size, in_channels=card.in_channels))
+    values = bench_knobs(card, p, knobs)
+    model = card.build(ModelConfig(image_size=p.image_size, in_channels=card.in_channels,
+                                   options=values))
     place_model(model, device, channels_last)
-    loss = build_loss(card, p).to(device)
+    loss = build_loss(card, p, values).to(device)
     return model, loss, build_optimizer(model, loss, p, device)
 
 

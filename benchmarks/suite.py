@@ -65,7 +65,7 @@ from mtlbench.metrics import seg_metrics  # noqa: E402
 from mtlbench.plugins import load_plugins  # noqa: E402
 from mtlbench.precision import cpu_description, cpu_kind, cpu_model  # noqa: E402
 from mtlbench.precision import resolve as resolve_precision  # noqa: E402
-from mtlbench.profile import profile_model  # noqa: E402
+from mtlbench.profile import profile_method  # noqa: E402
 from mtlbench.protocol import Protocol, get_protocol  # noqa: E402
 from mtlbench.train import (  # noqa: E402
     build_loss,
@@ -120,18 +120,19 @@ def fold_data(arrays, card, n: int, device: torch.device):
 
 
 def bench_protocol(dataset: str, size: int, overrides: dict | None = None) -> Protocol:
-    """The paper protocol of ``dataset`` with a random VGG-16 for LossNet and no pretraining:
-    the same compute per step, and nothing to download."""
-    settings = {"lossnet_vgg": "random", "pretrained": "none", "image_size": str(size)}
+    """The paper protocol of ``dataset`` with no pretraining (and, through
+    harness_overhead.bench_knobs, a random VGG-16 for the perceptual terms): the same compute
+    per step, and nothing to download."""
+    settings = {"pretrained": "none", "image_size": str(size)}
     return get_protocol("paper", dataset, {**settings, **(overrides or {})})
 
 
 def train_rate(card, p: Protocol, data, device: torch.device, speed: SpeedOptions,
-               warmup_steps: int, steps: int) -> float:
+               warmup_steps: int, steps: int, knobs: dict | None = None) -> float:
     """Training images/s of the harness's ``train_epoch`` over ``steps`` batches (after
     ``warmup_steps`` batches, which also compile when ``speed.compile``)."""
     channels_last = speed.channels_last_on(device.type)
-    model, loss, optimizer = harness_overhead.fresh(card, p, 0, device, channels_last)
+    model, loss, optimizer = harness_overhead.fresh(card, p, 0, device, channels_last, knobs)
     forward = compile_model(model) if speed.compile else model
     generator = torch.Generator().manual_seed(0)
     b = p.batch_size
@@ -171,11 +172,10 @@ def fixed_costs(card, p: Protocol, device: torch.device) -> dict:
                                    image_size=p.image_size))
     build_s = time.perf_counter() - started
     started = time.perf_counter()
-    profile_model(model, p.image_size, card.in_channels,
-                  double_counted=card.thop_double_counted)
+    profile_method(card, model, p.image_size)
     profile_s = time.perf_counter() - started
     place_model(model, device, channels_last=False)
-    loss = build_loss(card, p).to(device)
+    loss = build_loss(card, p, harness_overhead.bench_knobs(card, p)).to(device)
     optimizer = build_optimizer(model, loss, p, device)
     for param in model.parameters():
         param.grad = torch.zeros_like(param)
@@ -270,10 +270,10 @@ def part_variants(plugins, device, quick) -> dict:
     names = ["unet"] if quick else ["unet", "acsnet"]
     size, batch = (32, 2) if quick else ((64, 8) if device.type == "cpu" else (256, 16))
     warmup, steps = (1, 1) if quick else ((2, 4) if device.type == "cpu" else (3, 8))
-    p = bench_protocol("busi", size, {"batch_size": str(batch), "lossnet_weight": "0"})
+    p = bench_protocol("busi", size, {"batch_size": str(batch)})
+    no_lossnet = {"lossnet_weight": "0"}
     arrays = load_arrays(plugins.datasets.get("synthetic"), None, size, None)
-    fp32 = bench_protocol("busi", size, {"batch_size": str(batch), "lossnet_weight": "0",
-                                         "precision": "fp32"})
+    fp32 = bench_protocol("busi", size, {"batch_size": str(batch), "precision": "fp32"})
     variants = {"plain": (p, SpeedOptions(channels_last=False)),
                 "channels_last": (p, SpeedOptions(channels_last=True)),
                 "fp32": (fp32, SpeedOptions(channels_last=False))}
@@ -288,7 +288,8 @@ def part_variants(plugins, device, quick) -> dict:
         for label, (protocol, speed) in variants.items():
             try:
                 started = time.perf_counter()
-                rate = train_rate(card, protocol, data, device, speed, warmup, steps)
+                rate = train_rate(card, protocol, data, device, speed, warmup, steps,
+                                  no_lossnet)
                 records[name][label] = {"train_images_per_s": rate,
                                         "total_s": time.perf_counter() - started}
             except Exception as exc:  # noqa: BLE001

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,10 +11,109 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
     from mtlbench.data.cases import Case
+    from mtlbench.protocol import Protocol
+    from mtlbench.weights import WeightsSource
 
 TASKS = ("seg", "cls")
 FAMILIES = ("single-task", "multi-task")
-EXTRA_LOSSES = ("lossnet", "qu_perceptual", "pixel_classes")
+#: Where a loss term goes: added to the segmentation or the classification loss, or the whole
+#: loss (the method computes both tasks from one output, so the task losses are not used).
+LOSS_PARTS = ("seg", "cls", "whole")
+KNOB_TYPES = (bool, int, float, str)
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A setting of one method: overridable with ``--set NAME=VALUE``, recorded with every
+    result and part of its trial id, shown by ``mtlbench list methods``.
+
+    ``default`` fixes the type (bool, int, float or str) unless ``type`` says otherwise;
+    ``choices`` lists the allowed values (empty: any); ``check(value)`` returns a problem in
+    words, or None. ``presets`` gives the knob's value under named protocol presets where it
+    differs from ``default`` (e.g. a costly loss term off in ``smoke``).
+    """
+
+    name: str
+    default: Any
+    help: str = ""
+    type: type | None = None
+    choices: tuple[Any, ...] = ()
+    check: Callable[[Any], str | None] | None = None
+    presets: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"knob {self.name!r}: the name must be an identifier")
+        kind = self.type or type(self.default)
+        if kind not in KNOB_TYPES:
+            raise ValueError(f"knob {self.name!r}: type must be one of bool, int, float, str")
+        object.__setattr__(self, "type", kind)
+
+    def default_for(self, preset: str) -> Any:
+        """The knob's value under the protocol preset ``preset`` when nothing overrides it."""
+        return self.presets.get(preset, self.default)
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not allowed, or None."""
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
+            return f"expected {self.type.__name__}, got {value!r}"
+        if self.choices and value not in self.choices:
+            return f"must be one of {', '.join(map(str, self.choices))}, got {value!r}"
+        return self.check(value) if self.check else None
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """A loss a method adds to the task losses the harness computes (soft Dice, CE).
+
+    ``build(knobs, protocol)`` returns the term as a module called ``term(outputs, masks,
+    labels)`` -> scalar tensor (``outputs``: the model's dict; ``masks`` (B, 1, H, W) in
+    {0, 1}; ``labels`` (B,)). It may hold its own networks and pretrained weights: the harness
+    freezes them (no gradient, eval mode), keeps them out of checkpoints and builds the term
+    once per trial, under its own seeded random generator. ``part``: ``"seg"`` adds
+    ``weight`` × the term to the segmentation loss, ``"cls"`` to the classification loss
+    (both under ``loss_mode=paper``; the released code's loss has no extra terms), ``"whole"``
+    makes the term the whole loss in every mode. ``weight``: a number, or the name of one of
+    the method's knobs; a weight of 0 leaves the term out (nothing is built or downloaded).
+    ``weights(knobs)``: the pretrained files the term loads (WeightsSource), checked before
+    training. ``describe(knobs)``: the term in a result's loss formula (default: its name).
+    ``caveat(knobs)``: a footnote for tables when these knobs make the result differ from what
+    the method's paper describes (e.g. a random instead of a pretrained network), else None.
+    """
+
+    name: str
+    build: Callable[[dict[str, Any], Protocol], nn.Module]
+    part: str = "seg"
+    weight: float | str = 1.0
+    weights: Callable[[dict[str, Any]], tuple[WeightsSource, ...]] | None = None
+    describe: Callable[[dict[str, Any]], str] | None = None
+    caveat: Callable[[dict[str, Any]], str | None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.part not in LOSS_PARTS:
+            raise ValueError(f"loss term {self.name!r}: part must be one of {LOSS_PARTS}")
+        if not self.name.isidentifier():
+            raise ValueError(f"loss term {self.name!r}: the name must be an identifier")
+
+    def weight_value(self, knobs: dict[str, Any]) -> float:
+        """The term's weight under ``knobs``."""
+        return float(knobs[self.weight]) if isinstance(self.weight, str) else float(self.weight)
+
+    def active(self, knobs: dict[str, Any], loss_mode: str, tasks: frozenset[str]) -> bool:
+        """True when a trial with these knobs, loss mode and tasks trains with the term."""
+        if self.weight_value(knobs) <= 0:
+            return False
+        if self.part == "whole":
+            return True
+        return loss_mode == "paper" and self.part in tasks
+
+    def text(self, knobs: dict[str, Any]) -> str:
+        return self.describe(knobs) if self.describe else self.name
+
+    def sources(self, knobs: dict[str, Any]) -> tuple[WeightsSource, ...]:
+        return tuple(self.weights(knobs)) if self.weights else ()
 
 
 @dataclass(frozen=True)
@@ -70,13 +169,21 @@ class MethodCard:
     ``published`` maps a dataset name to the paper's numbers for this method, metric name ->
     (mean, std), in the paper's units (percent for Dice/Jaccard/ACC/PRE/REC, pixels for
     HD95/ASD; ``gmacs_paper``/``mparams_paper`` for the paper's complexity figures).
-    ``weights`` names the pretrained weights the model loads when the protocol asks for them
-    (see mtlbench.weights). ``extra_losses`` names the losses the method adds to the
-    protocol's (``"lossnet"``: the perceptual LossNet term on the mask, weighted by the
-    protocol's ``lossnet_weight``; ``"qu_perceptual"``: Qu et al.'s perceptual term instead,
-    weighted by ``perceptual_weight``; ``"pixel_classes"``: the whole loss is a pixel
-    cross-entropy over background + K classes on the model's ``"pixel_logits"``, Qu et al.'s
-    pixel-wise form). ``thop_double_counted`` names submodules that the method's
+    ``weights``: the pretrained weights the model loads when the protocol asks for them
+    (``mtlbench.weights.WeightsSource``, or the name of one the core provides, such as
+    ``mtlbench.weights.RESNET18_IMAGENET``), checked before training.
+
+    What a method brings beyond its network (README, "Writing a method plugin"):
+
+    - ``knobs``: its own settings (Knob), given to ``build`` as ``ModelConfig.options`` and to
+      its loss terms; part of the trial id.
+    - ``loss_terms``: losses added to the task losses (LossTerm).
+    - ``flop_formulas`` (torch op -> FLOP formula, see ``mtlbench.profile``) and ``mac_rules``
+      (module type -> thop-style rule, see ``mtlbench.thop_rules``) count its own operators.
+    - ``check_outputs(outputs, batch, size)``: the checks of its outputs beyond ``seg``/``cls``
+      (returns a problem in words, or None), run on the first training step.
+
+    ``thop_double_counted`` names submodules that the method's
     original code registered twice, so that thop, which produced the paper's complexity
     figures, counted their parameters twice and their MACs four times (spec §7).
     ``image_features``: fixed feature channels computed once per image and appended to the
@@ -92,23 +199,52 @@ class MethodCard:
     description: str = ""
     citation: str = ""
     groups: tuple[str, ...] = ()
+    #: Removed in mtlbench 0.2 (a closed list of the core's losses); kept in its place only to
+    #: refuse it with a message saying what to use instead.
     extra_losses: tuple[str, ...] = ()
-    weights: tuple[str, ...] = ()
+    weights: tuple[str | WeightsSource, ...] = ()
     published: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     thop_double_counted: tuple[str, ...] = ()
     image_features: ImageFeatures | None = None
     option_of: str = ""
+    knobs: tuple[Knob, ...] = ()
+    loss_terms: tuple[LossTerm, ...] = ()
+    flop_formulas: Mapping[Any, Callable[..., int]] = field(default_factory=dict)
+    mac_rules: Mapping[type, Callable[..., int]] = field(default_factory=dict)
+    check_outputs: Callable[[dict[str, Any], int, int], str | None] | None = None
 
     @property
     def in_channels(self) -> int:
         """Channels of the model's input: 3 (the gray image) plus any feature channels."""
         return 3 + (self.image_features.channels if self.image_features else 0)
 
+    def knob(self, name: str) -> Knob | None:
+        return next((k for k in self.knobs if k.name == name), None)
+
     def __post_init__(self) -> None:
-        unknown = set(self.extra_losses) - set(EXTRA_LOSSES)
-        if unknown:
-            raise ValueError(f"method {self.name!r}: unknown extra losses {sorted(unknown)}; "
-                             f"known: {', '.join(EXTRA_LOSSES)}")
+        if self.extra_losses:
+            raise ValueError(
+                f"method {self.name!r}: MethodCard.extra_losses={tuple(self.extra_losses)} was "
+                "removed in mtlbench 0.2; a method now brings its own losses as "
+                "MethodCard.loss_terms (mtlbench.cards.LossTerm) and their settings as "
+                "MethodCard.knobs; see the README's 'Writing a method plugin'")
+        names = [k.name for k in self.knobs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"method {self.name!r}: knob names repeat: {names}")
+        from mtlbench.protocol import setting_names
+
+        shared = sorted(set(names) & set(setting_names()))
+        if shared:
+            raise ValueError(f"method {self.name!r}: knobs {shared} are protocol settings; "
+                             "give the method's own knobs names of their own")
+        for term in self.loss_terms:
+            if isinstance(term.weight, str) and term.weight not in names:
+                raise ValueError(f"method {self.name!r}: loss term {term.name!r} is weighted by "
+                                 f"knob {term.weight!r}, which the card does not declare")
+        terms = [t.name for t in self.loss_terms]
+        if len(set(terms)) != len(terms) or set(terms) & {"dice", "ce", "total"}:
+            raise ValueError(f"method {self.name!r}: loss term names must be unique and not "
+                             f"'dice', 'ce' or 'total': {terms}")
         tasks = frozenset(self.tasks)
         object.__setattr__(self, "tasks", tasks)
         if not tasks or not tasks <= set(TASKS):

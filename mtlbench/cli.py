@@ -52,13 +52,14 @@ from mtlbench.executors import (
     detached_note,
     interrupted_note,
 )
+from mtlbench.knobs import split_settings
 from mtlbench.plugins import Plugins, load_plugins
 from mtlbench.precision import bf16_support
 from mtlbench.precision import resolve as resolve_precision
 from mtlbench.protocol import ProtocolError, describe_protocols, get_protocol
 from mtlbench.registry import UnknownNameError
 from mtlbench.report import (
-    RANDOM_LOSSNET_NOTE,
+    caveat_notes,
     cell,
     headline_columns,
     leaderboard,
@@ -152,18 +153,20 @@ def _device(name: str) -> str:
 @click.option("--methods", "-m", default="default", show_default=True,
               help="Comma list of methods, wildcards (e.g. 'cu*'), group names (e.g. "
                    "'ablation', 'comparison', 'options') or 'all' (every method except "
-                   "options of another, such as fcn8s). 'default' is a representative set "
+                   "options of another method). 'default' is a representative set "
                    "that fits 10 minutes on a 2-core CPU.")
 @click.option("--dataset", "-d", default="synthetic", show_default=True,
               help="A dataset, with options if it has any: NAME or NAME:key=value,...")
 @click.option("--protocol", "-p", "protocol_name", default="smoke", show_default=True,
               help="A preset; see `mtlbench list protocols`.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override one protocol setting (recorded with every result), repeatable.")
+              help="Override one protocol setting or a knob of the run's methods (recorded "
+                   "with every result; `mtlbench list methods` shows the knobs), repeatable.")
 @click.option("--pretrained", type=click.Choice(["imagenet", "none"]), default=None,
-              help="Encoder weights: 'imagenet' (ImageNet-21k for TransUNet) loads them from "
-                   "the libraries' caches, 'none' trains from scratch. Default: the "
-                   "protocol's (paper: imagenet, smoke: none). Same as --set pretrained=….")
+              help="Encoder weights: 'imagenet' (each method's pretrained files, e.g. "
+                   "ImageNet-21k for a ViT encoder) loads them from the libraries' caches, "
+                   "'none' trains from scratch. Default: the protocol's (paper: imagenet, "
+                   "smoke: none). Same as --set pretrained=….")
 @click.option("--folds", default=None, help="Only these folds, e.g. 0,1 (default: all).")
 @click.option("--out", "-o", default=DEFAULT_OUT, show_default=True, type=click.Path(),
               help="Run folder: store, checkpoints, splits and leaderboard files.")
@@ -214,7 +217,8 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root
     run_dir = Path(out)
     try:
         names = _select_methods(plugins, methods)
-        overrides = _parse_sets(sets)
+        overrides, knob_overrides = split_settings(
+            _parse_sets(sets), [plugins.methods.get(n) for n in names])
         if pretrained is not None:
             overrides["pretrained"] = pretrained
         protocol = get_protocol(protocol_name, parse_dataset_spec(dataset)[0], overrides)
@@ -228,7 +232,7 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root
                     channels_last={"auto": None, "on": True, "off": False}[channels_last],
                     compile=compile_, checkpoint_every_s=checkpoint_every)
                 plan = plan_run(plugins, names, dataset, protocol, run_dir, _parse_folds(folds),
-                                data_root, None, executor.device, speed)
+                                data_root, None, executor.device, speed, knob_overrides)
             _announce(plan, names, dataset, protocol, run_dir, executor)
             summary = _execute_with_progress(plan, run_dir, plugins, protocol.epochs,
                                              keep_checkpoints, executor)
@@ -332,9 +336,14 @@ def _announce(plan, names, dataset, protocol, run_dir, executor=None) -> None:
         f"{_precision_words(protocol.precision, executor)} forward, checkpoint selection "
         f"'{protocol.checkpoint}', "
         f"pretrained '{protocol.pretrained}', "
-        f"loss mode '{protocol.loss_mode}' (LossNet weight {protocol.lossnet_weight:g}, Qu "
-        f"perceptual weight {protocol.perceptual_weight:g}"
-        f"{', RANDOM VGG-16' if protocol.lossnet_vgg == 'random' else ''}).")
+        f"loss mode '{protocol.loss_mode}'.")
+    knobbed = {}
+    for spec in plan.specs + plan.done:
+        knobbed.setdefault(spec.method, spec.knobs)
+    knob_lines = [f"{m}: " + ", ".join(f"{k}={v}" for k, v in kv) for m, kv in knobbed.items()
+                  if kv]
+    if knob_lines:
+        console.print("Method knobs: " + "; ".join(knob_lines) + ".")
     if plan.ingested:
         console.print(f"Stored {len(plan.ingested)} result(s) that jobs of an earlier run wrote "
                       f"to {run_dir / 'results'}.")
@@ -460,8 +469,8 @@ def _show_leaderboard(run_dir: Path, dataset: str | None, protocol_hash: str | N
             table.add_row(row.label, *cells, f"{row.mparams:.2f}", f"{row.gflops:.2f}",
                           str(len(row.folds)), row.precision)
         console.print(table)
-        if any(r.random_lossnet for r in rows if (r.dataset, r.protocol_hash) == (ds, phash)):
-            console.print(f"[yellow]{RANDOM_LOSSNET_NOTE}[/]")
+        for note in caveat_notes([r for r in rows if (r.dataset, r.protocol_hash) == (ds, phash)]):
+            console.print(f"[yellow]{escape(note)}[/]")
 
 
 @main.command(name="leaderboard")
@@ -732,15 +741,30 @@ def list_cmd() -> None:
 @list_cmd.command(name="methods")
 @click.option("--json", "as_json", is_flag=True)
 def list_methods(as_json) -> None:
-    """The registered methods with their tasks, family and plugin."""
+    """The registered methods with their tasks, family, plugin, knobs and loss terms."""
     plugins = _plugins()
     records = [{"name": n, "tasks": sorted(c.tasks), "family": c.family,
                 "groups": list(c.groups), "plugin": plugins.methods.owner(n),
+                "knobs": [_knob_record(k) for k in c.knobs],
+                "loss_terms": [t.name for t in c.loss_terms],
                 "description": c.description} for n, c in plugins.methods.items()]
     _emit(records, as_json, "Methods", {
         "name": lambda r: r["name"], "tasks": lambda r: "+".join(r["tasks"]),
         "family": lambda r: r["family"], "groups": lambda r: ",".join(r["groups"]),
-        "plugin": lambda r: r["plugin"], "description": lambda r: r["description"]})
+        "plugin": lambda r: r["plugin"],
+        "knobs (--set NAME=VALUE)": lambda r: "\n".join(_knob_words(k) for k in r["knobs"]),
+        "description": lambda r: r["description"]})
+
+
+def _knob_record(knob) -> dict:
+    return {"name": knob.name, "type": knob.type.__name__, "default": knob.default,
+            "presets": dict(knob.presets), "choices": list(knob.choices), "help": knob.help}
+
+
+def _knob_words(record: dict) -> str:
+    kind = "|".join(map(str, record["choices"])) or record["type"]
+    presets = "".join(f", {p}: {v}" for p, v in record["presets"].items())
+    return f"{record['name']}={record['default']} ({kind}{presets})"
 
 
 @list_cmd.command(name="datasets")
@@ -773,7 +797,8 @@ def list_protocols(as_json) -> None:
         console.print("  " + ", ".join(f"{k}={v}" for k, v in r["settings"].items()))
         for ds, knobs in r["per_dataset"].items():
             console.print(f"  on {ds}: " + ", ".join(f"{k}={v}" for k, v in knobs.items()))
-    console.print("Override any setting with --set KEY=VALUE (recorded with every result).")
+    console.print("Override any setting with --set KEY=VALUE (recorded with every result); "
+                  "methods' own knobs are set the same way (`mtlbench list methods`).")
 
 
 @list_cmd.command(name="executors")
@@ -830,15 +855,17 @@ def plugins(as_json) -> None:
               show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 def profile(methods, size, device, speed, batch_size, fmt, as_json) -> None:
-    """Parameters, FLOPs, MACs and speed of each method, beside the paper's Table 5 figures.
+    """Parameters, FLOPs, MACs and speed of each method, beside its paper's published figures.
 
     Ours: unique parameters, FLOPs by torch's FlopCounterMode (2 per multiply-add), MACs by
-    thop's rules on the model as built. Paper convention: thop's rules on the method's original
-    code (for the ResNet-18 models, the encoder registered twice). Table 5: what the paper
-    printed. Speed: forward latency at batch 1 and training images/s on --device.
+    thop's rules on the model as built (with the method's own counting rules). Paper
+    convention: thop's rules on the method's original code (submodules it registered twice
+    counted twice, as the card says). Published: what the method's paper printed (the card's
+    ``gmacs_paper``/``mparams_paper``). Speed: forward latency at batch 1 and training images/s
+    on --device.
     """
     from mtlbench.cards import ModelConfig
-    from mtlbench.profile import measure_speed, profile_model
+    from mtlbench.profile import measure_speed, profile_method
 
     loaded = _plugins()
     try:
@@ -852,21 +879,22 @@ def profile(methods, size, device, speed, batch_size, fmt, as_json) -> None:
         config = ModelConfig(image_size=size, in_channels=card.in_channels)
         try:
             with err_console.status(f"Profiling {name} ({number}/{len(names)})…"):
-                prof = profile_model(card.build(config), size, card.in_channels,
-                                     double_counted=card.thop_double_counted)
+                prof = profile_method(card, card.build(config), size)
                 fast = (measure_speed(card.build(config), size, device, batch_size,
                                       in_channels=card.in_channels) if speed else None)
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
             err_console.print(f"[red]{name} (plugin {loaded.methods.owner(name)}) could not be "
                               f"profiled:[/] {escape(str(exc))}")
             continue
-        table5 = next((d for d in card.published.values() if "gmacs_paper" in d), {})
+        published = next((d for d in card.published.values() if "gmacs_paper" in d), {})
         records.append({
             "method": name, "size": size, "params_m": prof.mparams, "gflops": prof.gflops,
             "gmacs": prof.gmacs, "paper_convention_params_m": prof.paper_mparams,
             "paper_convention_gmacs": prof.paper_gmacs,
-            "table5_params_m": table5.get("mparams_paper", (None,))[0] if size == 256 else None,
-            "table5_gmacs": table5.get("gmacs_paper", (None,))[0] if size == 256 else None,
+            "published_params_m": (published.get("mparams_paper", (None,))[0]
+                                   if size == 256 else None),
+            "published_gmacs": (published.get("gmacs_paper", (None,))[0]
+                                if size == 256 else None),
             "device": fast.device if fast else None,
             "latency_ms": fast.latency_ms if fast else None,
             "train_images_per_s": fast.train_images_per_s if fast else None,
@@ -888,16 +916,16 @@ def profile(methods, size, device, speed, batch_size, fmt, as_json) -> None:
 
     table = Table(title=f"Complexity at {size}×{size} (batch 1)"
                         + (f" and speed on {device}" if speed else ""),
-                  caption="GFLOPs: FlopCounterMode, 2 per multiply-add of convolutions "
-                          "(deformable included), matrix products and attention. GMACs: "
+                  caption="GFLOPs: FlopCounterMode, 2 per multiply-add of convolutions, "
+                          "matrix products, attention and the methods' own operators. GMACs: "
                           "thop's rules on every layer (BatchNorm and upsampling included, "
                           "attention's products not). Paper convention: thop itself on the "
-                          "paper's code, which registers ResNet-18 encoders twice and skips "
-                          "layer subclasses such as TransUNet's standardised convs (spec §7). "
-                          "Table 5 values exist for 256² only. Latency: one "
+                          "method's original code, with the submodules it registered twice "
+                          "counted twice and layer subclasses skipped (spec §7). "
+                          "Published values are for 256² only. Latency: one "
                           f"forward pass at batch 1; train: images/s at batch {batch_size}.")
     columns = ["method", "params (M)", "GFLOPs", "GMACs", "paper-conv. params (M)",
-               "paper-conv. GMACs", "Table 5 params (M)", "Table 5 GMACs"]
+               "paper-conv. GMACs", "published params (M)", "published GMACs"]
     if speed:
         columns += ["latency (ms)", "train img/s"]
     for col in columns:
@@ -905,7 +933,7 @@ def profile(methods, size, device, speed, batch_size, fmt, as_json) -> None:
     for r in records:
         cells = [r["method"], num(r["params_m"]), num(r["gflops"]), num(r["gmacs"]),
                  num(r["paper_convention_params_m"]), num(r["paper_convention_gmacs"]),
-                 num(r["table5_params_m"]), num(r["table5_gmacs"])]
+                 num(r["published_params_m"]), num(r["published_gmacs"])]
         if speed:
             cells += [f"{r['latency_ms']:.1f}", f"{r['train_images_per_s']:.1f}"]
         table.add_row(*cells)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtlbench.metric_table import BY_NAME, headline
-from mtlbench.report import leaderboard, to_records
+from mtlbench.report import entry_name, leaderboard, to_records
 from mtlbench.store import STORE_NAME, Store
 
 #: Metrics compared by default: the paper's headline ones (directions: mtlbench.metric_table).
@@ -104,33 +104,37 @@ def compare(current: list[dict], baseline: list[dict], metrics: tuple[str, ...] 
                            f"{', '.join(BY_NAME)}")
     tolerances = tolerances or {}
 
-    def key(record: dict) -> tuple[str, str, str]:
-        return record["dataset"], record["method"], record["protocol_hash"]
-
-    now = {key(r): r for r in current}
-    before = {key(r): r for r in baseline}
+    now = {row_key(r): r for r in current}
+    before = {row_key(r): r for r in baseline}
     out = []
-    for row_key in [*before, *(k for k in now if k not in before)]:
-        old, new = before.get(row_key), now.get(row_key)
+    for matched in [*before, *(k for k in now if k not in before)]:
+        old, new = before.get(matched), now.get(matched)
         for metric in metrics:
             column = f"{metric}_mean"
             if (old or {}).get(column) is None and (new or {}).get(column) is None:
                 continue  # a metric this method does not produce (e.g. ACC of a seg method)
-            out.append(Difference(*row_key, metric, (old or {}).get(column),
+            out.append(Difference(*matched, metric, (old or {}).get(column),
                                   (new or {}).get(column),
                                   tolerances.get(metric, tolerance)))
     return out
 
 
+def row_key(record: dict) -> tuple[str, str, str]:
+    """(dataset, row name, protocol hash) of a leaderboard record: the method with its
+    non-default knobs (``variant``; records written before knobs existed have none)."""
+    return (record["dataset"], entry_name(record["method"], record.get("variant") or ""),
+            record["protocol_hash"])
+
+
 def unmatched_protocols(current: list[dict], baseline: list[dict]) -> list[str]:
     """Baseline (dataset, method) pairs that the current leaderboard has only under another
     protocol hash: the usual reason for a 'missing' verdict, said plainly."""
-    now = {(r["dataset"], r["method"]): r["protocol_hash"] for r in current}
+    now = {row_key(r)[:2]: r["protocol_hash"] for r in current}
     notes = []
     for r in baseline:
-        other = now.get((r["dataset"], r["method"]))
+        other = now.get(row_key(r)[:2])
         if other is not None and other != r["protocol_hash"]:
-            notes.append(f"{r['method']} on {r['dataset']}: baseline protocol "
+            notes.append(f"{row_key(r)[1]} on {r['dataset']}: baseline protocol "
                          f"{r['protocol_hash']}, current {other}")
     return notes
 
@@ -158,14 +162,12 @@ def precision_differences(current: list[dict], baseline: list[dict]) -> list[str
     """Matched rows whose forward precision differs (e.g. a bf16 baseline from an AMX CPU and an
     fp32 run on an AVX2 one): comparable, since precision is chosen by the hardware and not part
     of the protocol, but said, because the tolerance must then also cover the rounding."""
-    def key(record: dict) -> tuple[str, str, str]:
-        return record["dataset"], record["method"], record["protocol_hash"]
-
+    key = row_key
     before = {key(r): r.get("precision") for r in baseline}
     notes = []
     for r in current:
         old, new = before.get(key(r)), r.get("precision")
         if old and new and old != new:  # leaderboards written before issue 16 have none
-            notes.append(f"{r['method']} on {r['dataset']}: baseline {old}, current {new}")
+            notes.append(f"{key(r)[1]} on {r['dataset']}: baseline {old}, current {new}")
     return notes
 

@@ -8,10 +8,10 @@ Two segmentation modes are computed for every image (spec section 6):
     explicit policy (see :func:`strict_seg_metrics`).
 
 ``paper``
-    Reproduces the official ACSNet test code: Dice/Jaccard from counts against the bilinear-resized
-    GT with exact comparisons (the fractional boundary band is ignored, epsilon 1e-5), and MedPy's
-    HD95/ASD as called on ``(1, H, W)`` arrays, which makes the distances region-to-region. An empty
-    prediction or GT scores HD95 = ASD = 0.
+    Reproduces the reference paper's released test code: Dice/Jaccard from counts against the
+    bilinear-resized GT with exact comparisons (the fractional boundary band is ignored,
+    epsilon 1e-5), and MedPy's HD95/ASD as called on ``(1, H, W)`` arrays, which makes the
+    distances region-to-region. An empty prediction or GT scores HD95 = ASD = 0.
 
 All distances are in pixels on the grid they are given (256x256 in the benchmark). HD95 is MedPy's
 pooled 95th percentile of both directed distance sets (``numpy.percentile``, linear interpolation);
@@ -174,7 +174,7 @@ def _as_gt_soft(gt_soft: np.ndarray) -> np.ndarray:
 
 
 def paper_seg_metrics(pred: np.ndarray, gt_soft: np.ndarray) -> dict[str, float]:
-    """Paper-mode metrics, reproducing the official ACSNet test code on one image.
+    """Paper-mode metrics, reproducing the reference paper's released test code on one image.
 
     ``gt_soft`` is the bilinear-resized mask as uint8 0..255 (255 is the paper's GT == 1.0, 0 is
     GT == 0; a bool array is read as 0/255). Dice = 2TP/(2TP+FP+FN+1e-5) and

@@ -5,16 +5,18 @@ Two counters, because the field uses two conventions:
 - FLOPs: ``torch.utils.flop_counter.FlopCounterMode``, which counts a multiply-add as 2 FLOPs
   and knows the common aten ops (convolutions, matmuls, attention), whether called through
   modules or functions. Normalisation, activations, pooling and interpolation are not counted.
-  Ops it does not know count 0 unless a formula is registered with ``register_flop_formula``;
-  torchvision's ``deform_conv2d`` has one here.
-- MACs: thop's per-module rules (``mtlbench.thop_rules``), the convention of the paper's
-  Table 5, including its figure for the paper's own code (``paper_params``/``paper_macs``).
+  Ops it does not know count 0 unless a formula is given: a method's card declares formulas
+  for its own operators (``MethodCard.flop_formulas``), and ``register_flop_formula`` adds one
+  for every model.
+- MACs: thop's per-module rules (``mtlbench.thop_rules``), the convention of the reference
+  paper's complexity table, including its figure for the paper's own code
+  (``paper_params``/``paper_macs``); a card adds rules for its own modules
+  (``MethodCard.mac_rules``).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,15 +31,15 @@ if TYPE_CHECKING:
     from mtlbench.cards import MethodCard
 from mtlbench.thop_rules import thop_count
 
-#: Extra FLOP formulas, keyed by operator packet (e.g. ``torch.ops.torchvision.deform_conv2d``).
+#: Extra FLOP formulas for every model, keyed by operator packet (``torch.ops.NS.op``).
 _EXTRA_FLOP_FORMULAS: dict[Any, Callable[..., int]] = {}
 
 
 def register_flop_formula(op: Any, fn: Callable[..., int], *, replace: bool = False) -> None:
     """Make ``count_flops`` count ``op`` with ``fn``.
 
-    ``op`` is a torch operator, e.g. ``torch.ops.torchvision.deform_conv2d`` (an overload such
-    as ``....default`` is accepted and stands for all its overloads). ``fn`` follows the
+    ``op`` is a torch operator, e.g. ``torch.ops.torchvision.roi_align`` (an overload such as
+    ``....default`` is accepted and stands for all its overloads). ``fn`` follows the
     FlopCounterMode convention: it is called with the op's positional and keyword arguments in
     which every tensor is replaced by its shape (a ``torch.Size``), plus the keyword
     ``out_shape`` (the output's shape, or a tuple of shapes), and returns the number of FLOPs
@@ -71,28 +73,21 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in unique.values())
 
 
-def count_flops(model: nn.Module, image_size: int | Sequence[int], in_channels: int = 3) -> int:
+def count_flops(model: nn.Module, image_size: int | Sequence[int], in_channels: int = 3,
+                formulas: Mapping[Any, Callable[..., int]] | None = None) -> int:
     """FLOPs of one forward pass at batch 1 in eval mode, by FlopCounterMode (2 per MAC).
 
-    ``image_size`` is an int (square) or (H, W). The model keeps its device, its parameters,
-    its buffers and every submodule's train/eval mode.
+    ``image_size`` is an int (square) or (H, W). ``formulas`` (op -> formula, the convention of
+    ``register_flop_formula``) count operators FlopCounterMode does not know, for this call.
+    The model keeps its device, its parameters, its buffers and every submodule's train/eval
+    mode.
     """
     x = probe_input(model, image_size, in_channels)
-    counter = FlopCounterMode(display=False, custom_mapping=dict(_EXTRA_FLOP_FORMULAS))
+    mapping = {**_EXTRA_FLOP_FORMULAS, **{_packet(op): fn for op, fn in (formulas or {}).items()}}
+    counter = FlopCounterMode(display=False, custom_mapping=mapping)
     with evaluating(model), counter:
         model(x)
     return int(counter.get_total_flops())
-
-
-def _deform_conv2d_flops(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
-    """torchvision's deform_conv2d counted like a convolution of the same shape: 2 FLOPs per
-    multiply-add of its weights. The bilinear sampling and the mask (about 5 multiply-adds per
-    sampled value, ~1% of the total at ACSNet's widths) are not counted, as for thop."""
-    c_out, c_in_per_group, kh, kw = weight_shape
-    return 2 * math.prod(out_shape) * c_in_per_group * kh * kw
-
-
-register_flop_formula(torch.ops.torchvision.deform_conv2d, _deform_conv2d_flops)
 
 
 @dataclass(frozen=True)
@@ -103,7 +98,8 @@ class ModelProfile:
     convolutions, matrix products and attention). ``macs``: MACs by thop's rules on the model
     as built, every layer counted (spec §7's "true" column; attention's matrix products have
     no thop rule). ``paper_params``/``paper_macs``: thop's own figures for the method's
-    original code (the paper's Table 5 convention: exact layer types only, double
+    original code (the convention of the reference paper's complexity table: exact layer
+    types only, double
     registrations as the card declares).
     """
 
@@ -138,12 +134,23 @@ class ModelProfile:
 
 
 def profile_model(model: nn.Module, image_size: int | Sequence[int], in_channels: int = 3,
-                  double_counted: Sequence[str] = ()) -> ModelProfile:
-    """Parameters, FLOPs (``count_flops``) and thop-rule MACs (``thop_count``) of ``model``."""
-    thop = thop_count(model, image_size, in_channels, double_counted)
+                  double_counted: Sequence[str] = (),
+                  flop_formulas: Mapping[Any, Callable[..., int]] | None = None,
+                  mac_rules: Mapping[type, Callable[..., int]] | None = None) -> ModelProfile:
+    """Parameters, FLOPs (``count_flops``) and thop-rule MACs (``thop_count``) of ``model``;
+    ``flop_formulas`` and ``mac_rules`` count a method's own operators and modules."""
+    thop = thop_count(model, image_size, in_channels, double_counted, mac_rules)
     return ModelProfile(params=count_parameters(model),
-                        flops=count_flops(model, image_size, in_channels), macs=thop.macs,
-                        paper_params=thop.paper_params, paper_macs=thop.paper_macs)
+                        flops=count_flops(model, image_size, in_channels, flop_formulas),
+                        macs=thop.macs, paper_params=thop.paper_params,
+                        paper_macs=thop.paper_macs)
+
+
+def profile_method(method: MethodCard, model: nn.Module, image_size: int) -> ModelProfile:
+    """``profile_model`` with everything the method's card says about counting it."""
+    return profile_model(model, image_size, method.in_channels,
+                         double_counted=method.thop_double_counted,
+                         flop_formulas=method.flop_formulas, mac_rules=method.mac_rules)
 
 
 @dataclass(frozen=True)
@@ -212,9 +219,10 @@ _PROFILES: dict[tuple, ModelProfile] = {}
 
 def cached_profile(method: MethodCard, model, size: int) -> ModelProfile:
     """The model's size and cost, counted once per (method, size) in a process: the five folds
-    of a method build the same architecture, and counting TransUNet at 256² takes seconds."""
-    key = (method.name, method.build, size, method.in_channels, method.thop_double_counted)
+    of a method build the same architecture, and counting a ViT-sized model at 256² takes
+    seconds."""
+    key = (method.name, method.build, size, method.in_channels, method.thop_double_counted,
+           id(method.flop_formulas), id(method.mac_rules))
     if key not in _PROFILES:
-        _PROFILES[key] = profile_model(model, size, method.in_channels,
-                                       double_counted=method.thop_double_counted)
+        _PROFILES[key] = profile_method(method, model, size)
     return _PROFILES[key]

@@ -1,7 +1,9 @@
-"""The training and evaluation protocol: every knob that changes a result, with named presets.
+"""The training and evaluation protocol: every setting all methods share, with named presets.
 
 A Protocol is a frozen dataclass; ``protocol.hash`` is stable across runs and machines (it
-covers the knobs, not the preset name or how they were set) and goes into every trial id.
+covers the settings, not the preset name or how they were set) and goes into every trial id.
+What only one method has (a loss weight of its own, say) is that method's knob
+(``mtlbench.cards.Knob``), not a protocol setting.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ SCHEDULES = ("cosine", "constant")
 ROTATIONS = ("uniform", "paper-text")
 PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where the device has it natively
 LOSS_MODES = ("paper", "code")
-LOSSNET_VGG = ("imagenet", "random")
 # Knobs that describe the run, not the result: left out of the hash. Precision is one: it
 # changes how fast a trial runs and its numbers only by rounding, and is chosen by the hardware
 # (mtlbench.precision), so a run on an AMX CPU and one on an AVX2 CPU give comparable rows;
@@ -53,10 +54,9 @@ class Protocol:
     split_seed: int = 42
     cls_weight: float = 0.3  # λ in L = λ·CE + (1−λ)·L_seg
     dice_smooth: float = 1.0
-    loss_mode: str = "paper"  # paper: L_seg = Dice + γ·LossNet; code: the released script's loss
-    lossnet_weight: float = 0.2  # γ, for methods whose card adds LossNet
-    lossnet_vgg: str = "imagenet"  # "random" is allowed only when asked for, and is recorded
-    perceptual_weight: float = 0.1  # β of Qu et al.'s perceptual term, for cards that add it
+    # paper: L_seg = Dice + the method's own terms; code: the reference paper's released
+    # training script's loss (uncertainty-weighted code-form Dice and CE, no extra terms)
+    loss_mode: str = "paper"
     checkpoint: str = "last"  # last epoch (clean) or the paper's best-on-test-fold (leaky)
     pretrained: str = "none"
     precision: str = "auto"  # auto | fp32 | bf16 (autocast of the forward pass); not hashed
@@ -83,14 +83,12 @@ class Protocol:
                 problems.append(f"{key}={value} must be within [0, 1]")
         if not 0 <= self.rotate_deg <= 180:
             problems.append(f"rotate_deg={self.rotate_deg} must be within [0, 180]")
-        if (self.norm_std <= 0 or self.dice_smooth < 0 or self.lossnet_weight < 0
-                or self.perceptual_weight < 0):
-            problems.append("norm_std must be > 0; dice_smooth, lossnet_weight and "
-                            "perceptual_weight >= 0")
+        if self.norm_std <= 0 or self.dice_smooth < 0:
+            problems.append("norm_std must be > 0 and dice_smooth >= 0")
         for key, allowed in (("split", SPLITS), ("checkpoint", CHECKPOINTS),
                              ("pretrained", PRETRAINED), ("schedule", SCHEDULES),
                              ("rotate_mode", ROTATIONS), ("precision", PRECISIONS),
-                             ("loss_mode", LOSS_MODES), ("lossnet_vgg", LOSSNET_VGG)):
+                             ("loss_mode", LOSS_MODES)):
             if getattr(self, key) not in allowed:
                 problems.append(f"{key}={getattr(self, key)!r} must be one of {', '.join(allowed)}")
         if problems:
@@ -116,9 +114,19 @@ class Protocol:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Protocol:
-        data = dict(data)
-        data["overrides"] = tuple(tuple(kv) for kv in data.get("overrides", ()))
+        """The protocol of a stored result. Keys that are no protocol setting are dropped:
+        mtlbench 0.1 kept some methods' loss weights in the protocol (they are the methods'
+        knobs now)."""
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        data["overrides"] = tuple(tuple(kv) for kv in data.get("overrides", ())
+                                  if kv and kv[0] in known)
         return cls(**data)
+
+
+def setting_names() -> list[str]:
+    """The settings ``--set`` may change."""
+    return [f.name for f in fields(Protocol) if f.name not in ("name", "overrides")]
 
 
 class ProtocolError(ValueError):
@@ -127,10 +135,14 @@ class ProtocolError(ValueError):
 
 # Preset name -> (description, base knobs, per-dataset knobs)
 _PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
+    # The benchmark's own protocol: the reference paper's (the protocol every method of the
+    # benchmark is compared under, not a method's). Methods' own loss terms and their weights
+    # are their knobs, with the paper's values as defaults.
     "paper": (
-        "The ACSNet paper's protocol (spec §1, §3, §4): 256², Adam 1e-4, cosine to 0.1, "
-        "flips p=0.6, rotation ±30°, ImageNet encoder, loss λ·CE + (1−λ)·(Dice + 0.2·LossNet "
-        "with an ImageNet VGG-16); BUSI 16×100, BUS 4×90. Forward pass under bfloat16 "
+        "The reference paper's protocol (spec §1, §3, §4): 256², Adam 1e-4, cosine to 0.1, "
+        "flips p=0.6, rotation ±30°, ImageNet encoder, loss λ·CE + (1−λ)·(Dice + the method's "
+        "own terms at their default weights); BUSI 16×100, BUS 4×90. Forward pass under "
+        "bfloat16 "
         "autocast where the device has native bf16 (AMP, which the spec allows when "
         "reported), float32 elsewhere (precision=auto; --set precision=fp32 forces float32).",
         dict(image_size=256, batch_size=16, epochs=100, lr=1e-4, beta2=0.99,
@@ -142,13 +154,13 @@ _PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
     "smoke": (
         "Small and fast, for CPUs and CI: 64², batch 8, 4 epochs, lr 1e-3, random init, "
         "horizontal flips and ±10° rotation (no vertical flips: they move the posterior cue), "
-        "no LossNet or Qu perceptual term (γ=β=0: they need ImageNet VGG-16 weights, and LossNet "
-        "makes a CPU epoch 2.4× longer), "
+        "methods' costly loss terms off where their knobs say so for smoke (the built-in "
+        "perceptual terms: they need ImageNet weights and make a CPU epoch 2.4× longer), "
         "bfloat16 autocast for the forward pass where the CPU or GPU has native bf16, float32 "
         "elsewhere (precision=auto; weights and losses in float32).",
         dict(image_size=64, batch_size=8, epochs=4, lr=1e-3, beta2=0.999, schedule="cosine",
              lr_final_factor=0.1, hflip_p=0.5, vflip_p=0.0, rotate_deg=10.0, eval_batch_size=64,
-             lossnet_weight=0.0, perceptual_weight=0.0, precision="auto"),
+             precision="auto"),
         {},
     ),
 }
@@ -180,7 +192,7 @@ def apply_overrides(protocol: Protocol, overrides: dict[str, str]) -> Protocol:
     """A copy of ``protocol`` with ``key=value`` strings parsed to each knob's type and recorded."""
     if not overrides:
         return protocol
-    types = {f.name: f.type for f in fields(Protocol) if f.name not in ("name", "overrides")}
+    types = setting_names()
     changes: dict[str, Any] = {}
     for key, raw in overrides.items():
         key = key.strip().replace("-", "_")
@@ -189,16 +201,19 @@ def apply_overrides(protocol: Protocol, overrides: dict[str, str]) -> Protocol:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ProtocolError(f"unknown protocol setting {key!r}.{hint} Settings: "
                                 + ", ".join(types))
-        changes[key] = _parse(key, raw, getattr(protocol, key))
+        current = getattr(protocol, key)
+        changes[key] = parse_value(key, raw, type(current), current)
     recorded = dict(protocol.overrides)
     recorded.update(changes)
     return dataclasses.replace(protocol, **changes, overrides=tuple(sorted(recorded.items())))
 
 
-def _parse(key: str, raw: Any, current: Any) -> Any:
+def parse_value(key: str, raw: Any, kind: type, example: Any) -> Any:
+    """``raw`` (a command-line string) as a ``kind`` (bool, int, float or str); ProtocolError
+    names the key and shows ``example``. Values that are not strings pass unchanged."""
     if not isinstance(raw, str):
         return raw
-    kind = type(current)
+    current = example
     try:
         if kind is bool:
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):

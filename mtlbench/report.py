@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mtlbench.files import remove_stale_temps, write_text_atomically
+from mtlbench.identity import RowKey, knobs_tuple
 from mtlbench.metric_table import METRICS, headline
 from mtlbench.precision import combined
 from mtlbench.store import Store
@@ -38,7 +39,9 @@ class LeaderboardRow:
     checkpoint: str = ""
     split: str = ""
     loss: str = ""
-    lossnet_vgg: str | None = None  # the VGG weights of LossNet, None without LossNet
+    variant: str = ""  # the method's knobs that differ from its defaults (mtlbench.identity)
+    knobs: dict = field(default_factory=dict)
+    caveats: list[str] = field(default_factory=list)  # footnotes its loss terms asked for
     wall_s: float = 0.0
     precision: str = ""  # fp32, bf16, or "mixed" when folds (or a resumed fold) differ
 
@@ -56,18 +59,26 @@ class LeaderboardRow:
         return ", ".join(words)
 
     @property
-    def random_lossnet(self) -> bool:
-        """True when this method trained with LossNet on a random VGG-16 (asked for)."""
-        return self.lossnet_vgg == "random"
+    def entry(self) -> str:
+        """The row's name within its setting: the method, with its non-default knobs."""
+        return entry_name(self.method, self.variant)
 
     @property
     def label(self) -> str:
-        """The method's name in tables, marked † when its LossNet had a random VGG."""
-        return f"{self.method} †" if self.random_lossnet else self.method
+        """The row's name in tables, marked † when its trials carry a caveat (footnotes)."""
+        return f"{self.entry} †" if self.caveats else self.entry
 
 
-RANDOM_LOSSNET_NOTE = ("† trained with LossNet on a RANDOM VGG-16 (--set lossnet_vgg=random): "
-                       "not the paper's LossNet, which uses ImageNet weights.")
+def entry_name(method: str, variant: str = "") -> str:
+    """A method's row name: ``mynet`` or, with knobs away from their defaults,
+    ``mynet [aux_weight=0.5]``."""
+    return f"{method} [{variant}]" if variant else method
+
+
+def caveat_notes(rows: list[LeaderboardRow]) -> list[str]:
+    """The footnotes of ``rows`` (each once, marked †), in the order the rows have them."""
+    notes = dict.fromkeys(f"† {row.entry}: {c}" for row in rows for c in row.caveats)
+    return list(notes)
 
 
 def metric_columns(mode: str = "strict") -> list[tuple[str, str, float]]:
@@ -77,16 +88,21 @@ def metric_columns(mode: str = "strict") -> list[tuple[str, str, float]]:
 
 
 def leaderboard(store: Store, mode: str = "strict") -> list[LeaderboardRow]:
-    """Rows per (dataset, protocol, method) over the finished trials, in the order first run."""
-    groups: dict[tuple[str, str, str], list[dict]] = {}
+    """Rows per (dataset, protocol, method and its knobs) over the finished trials (the row key
+    of mtlbench.identity), in the order first run."""
+    groups: dict[str, list[dict]] = {}
     for trial in store.trials("finished"):
-        key = (trial["dataset"], trial["protocol_hash"], trial["method"])
+        key = RowKey(trial["dataset"], trial["protocol_hash"], trial["method"],
+                     knobs_tuple(trial.get("knobs") or {})).text
         groups.setdefault(key, []).append(trial)
     rows = []
-    for (dataset, phash, method), trials in groups.items():
+    for trials in groups.values():
         trials.sort(key=lambda t: t["fold"])
-        row = LeaderboardRow(dataset, method, trials[0]["protocol_name"], phash,
-                             [t["fold"] for t in trials])
+        first = trials[0]
+        row = LeaderboardRow(first["dataset"], first["method"], first["protocol_name"],
+                             first["protocol_hash"], [t["fold"] for t in trials],
+                             variant=first.get("variant") or "",
+                             knobs=dict(first.get("knobs") or {}))
         for column, key, scale in metric_columns(mode):
             values = [t["metrics"][key] for t in trials
                       if t["metrics"].get(key) is not None]
@@ -103,7 +119,7 @@ def leaderboard(store: Store, mode: str = "strict") -> list[LeaderboardRow]:
         row.checkpoint = trials[0]["protocol"].get("checkpoint", "")
         row.split = trials[0]["protocol"].get("split", "")
         row.loss = trials[0]["env"].get("loss", "")
-        row.lossnet_vgg = trials[0]["env"].get("lossnet_vgg")
+        row.caveats = list(dict.fromkeys(c for t in trials for c in t["env"].get("caveats", [])))
         row.wall_s = sum(t["timing"].get("wall_s", 0.0) for t in trials)
         row.precision = combined([trial_precision(t) for t in trials])
         rows.append(row)
@@ -148,8 +164,8 @@ def to_markdown(rows: list[LeaderboardRow], mode: str = "strict") -> str:
             out.append(f"| {row.label} | " + " | ".join(cells) +
                        f" | {row.mparams:.2f} | {row.gflops:.2f} | {len(row.folds)} | "
                        f"{row.precision} |")
-        if any(r.random_lossnet for r in group):
-            out.append(f"\n{RANDOM_LOSSNET_NOTE}")
+        for note in caveat_notes(group):
+            out.append(f"\n{note}")
         out.append("")
     out.append("Dice, Jaccard, ACC, PRE, REC in %; HD95, ASD in pixels at the protocol size; "
                "mean ± std (ddof=0) over the fold means. PRE is weighted, REC macro (as the "
@@ -189,8 +205,8 @@ def to_html(rows: list[LeaderboardRow], mode: str = "strict") -> str:
             parts.append(f"<tr><td>{escape(row.label)}</td>"
                          + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
-        if any(r.random_lossnet for r in group):
-            parts.append(f'<p class="note">{escape(RANDOM_LOSSNET_NOTE)}</p>')
+        for note in caveat_notes(group):
+            parts.append(f'<p class="note">{escape(note)}</p>')
     if not rows:
         parts.append("<p>No finished trials in this store yet.</p>")
     parts.append('<p class="note">Dice, Jaccard, ACC, PRE, REC in %; HD95, ASD in pixels at the '
@@ -203,7 +219,8 @@ def to_records(rows: list[LeaderboardRow], mode: str = "strict") -> list[dict]:
     """Flat records (one per row) for CSV and JSON."""
     records = []
     for row in rows:
-        rec = {"dataset": row.dataset, "method": row.method, "protocol": row.protocol,
+        rec = {"dataset": row.dataset, "method": row.method, "variant": row.variant,
+               "knobs": row.knobs, "protocol": row.protocol,
                "protocol_hash": row.protocol_hash, "mode": mode, "folds": len(row.folds),
                "params_m": _finite(row.mparams), "gflops": _finite(row.gflops),
                "gmacs": _finite(row.gmacs),
@@ -218,7 +235,8 @@ def to_records(rows: list[LeaderboardRow], mode: str = "strict") -> list[dict]:
 
 
 def to_csv(rows: list[LeaderboardRow], mode: str = "strict") -> str:
-    records = to_records(rows, mode)
+    records = [{**r, "knobs": json.dumps(r["knobs"], sort_keys=True)}
+               for r in to_records(rows, mode)]
     if not records:
         return ""
     buf = io.StringIO()

@@ -48,7 +48,9 @@ def read_result(path: str | Path) -> TrialResult:
     try:
         data = json.loads(path.read_text())
         known = {f.name for f in dataclasses.fields(TrialResult)}
-        return TrialResult(**{k: v for k, v in data.items() if k in known})
+        fields = {k: v for k, v in data.items() if k in known}
+        fields.setdefault("key_version", 1)  # written before trial keys had a version
+        return TrialResult(**fields)
     except (OSError, ValueError, TypeError) as exc:
         raise ResultFileError(f"result file {path} cannot be read ({exc}); delete it and run "
                               "the trial again") from exc

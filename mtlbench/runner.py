@@ -18,6 +18,7 @@ from mtlbench.data.fold import fold_indices, load_arrays
 from mtlbench.data.prepare import canonical_dataset_spec, lookup_dataset
 from mtlbench.executors import Executor, RunEvents
 from mtlbench.executors.local import LocalExecutor
+from mtlbench.knobs import resolved
 from mtlbench.plugins import Plugins
 from mtlbench.precision import resolve as resolve_precision
 from mtlbench.precision import slow_bf16_warning
@@ -56,18 +57,28 @@ class RunSummary:
 def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Protocol,
              run_dir: Path, folds: list[int] | None = None, data_root: str | None = None,
              cache_dir: str | None = None, device: str = "cpu",
-             speed: SpeedOptions | None = None) -> RunPlan:
-    """Trial specs for every (method, fold), after the early checks; finished ones are skipped."""
+             speed: SpeedOptions | None = None,
+             knob_overrides: dict[str, str] | None = None) -> RunPlan:
+    """Trial specs for every (method, fold), after the early checks; finished ones are skipped.
+
+    ``knob_overrides``: ``--set`` values of the methods' knobs (mtlbench.knobs); each method
+    takes those it has."""
     card, options = lookup_dataset(plugins.datasets, dataset)
     dataset = canonical_dataset_spec(card.name, options)
-    for name in methods:
-        plugins.methods.get(name)
+    knobs = {name: resolved(plugins.methods.get(name), protocol.name, knob_overrides,
+                            plugins.methods.owner(name)) for name in methods}
     warnings = check_precision(protocol, device)
     speed = speed or SpeedOptions()
     check_speed(speed, device, protocol)
-    weights = required_weights([plugins.methods.get(m) for m in methods], protocol)
+    needed_by: dict[str, list[str]] = {}
+    weights = []
+    for name in methods:
+        for source in required_weights(plugins.methods.get(name), protocol,
+                                       dict(knobs[name][0])):
+            weights.append(source)
+            needed_by.setdefault(source.name, []).append(name)
     if weights:  # first: it is the cheapest check and needs no data
-        ensure_weights(weights)
+        ensure_weights(weights, needed_by=needed_by)
     folds = list(range(protocol.folds)) if folds is None else folds
     bad = [f for f in folds if not 0 <= f < protocol.folds]
     if bad:
@@ -76,7 +87,8 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
     arrays = load_arrays(card, data_root, protocol.image_size, cache_dir,
                          tuple(sorted(options.items())))
     specs = [TrialSpec(dataset, m, f, protocol, str(run_dir), data_root, cache_dir, device,
-                       speed) for m in methods for f in folds]
+                       speed, knobs=knobs[m][0], variant=knobs[m][1])
+             for m in methods for f in folds]
     if specs:
         fold_indices(specs[0], arrays)  # computes and saves the split once, or checks it
     with Store.in_run_dir(run_dir) as store:
@@ -92,9 +104,10 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
 
 
 def rehashed_protocol_notes(store: Store, protocol: Protocol) -> list[str]:
-    """A note for each protocol of the store's finished trials whose knobs are this one's but
+    """A note for each protocol of the store's finished trials whose settings are this one's but
     whose hash is not: stored by an mtlbench that hashed the protocol differently (before
-    precision left the hash). Those trials are kept and shown; these run again."""
+    precision left the hash, or while methods' loss weights were protocol settings). Those
+    trials are kept and shown; these run again."""
     knobs = protocol.knobs()
     notes = []
     for phash, text in store.finished_protocols().items():
@@ -107,7 +120,8 @@ def rehashed_protocol_notes(store: Store, protocol: Protocol) -> list[str]:
         if same:
             notes.append(f"this run folder also holds finished trials of this protocol under "
                          f"its older hash {phash} (earlier mtlbench versions hashed precision "
-                         f"with the protocol); they stay in the store and the leaderboard as "
+                         f"and some methods' loss weights with the protocol; those weights are "
+                         f"the methods' knobs now); they stay in the store and the leaderboard as "
                          f"rows of their own and are not reused: trials are matched on the "
                          f"current hash {protocol.hash}")
     return notes
@@ -138,11 +152,12 @@ def check_speed(speed: SpeedOptions, device: str, protocol: Protocol | None = No
 
         if protocol is not None and resolve_precision(protocol.precision, device) == "bf16":
             # torch 2.14's CPU inductor: conv -> GroupNorm -> amax under bf16 autocast gets
-            # non-finite gradients (eager is fine); ACSNet's DSA module has that pattern.
+            # non-finite gradients (eager is fine); several built-in methods have that pattern,
+            # and any model may, so compile runs in fp32 on the CPU.
             raise ProtocolError(f"--compile on the CPU with protocol {protocol.name!r}'s "
                                 "bfloat16 autocast gives NaN gradients for GroupNorm → amax "
-                                "(a torch.compile bug; ACSNet's DSA module has it); add "
-                                "--set precision=fp32 or leave out --compile")
+                                "(a torch.compile bug; the built-in attention modules have "
+                                "that pattern); add --set precision=fp32 or leave out --compile")
         if not any(shutil.which(cc) for cc in ("cc", "gcc", "clang", "c++", "g++")):
             raise ProtocolError("--compile on the CPU needs a C/C++ compiler for torch.compile's "
                                 "kernels, and none is on PATH; install one or leave out "

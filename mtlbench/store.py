@@ -18,9 +18,15 @@ from typing import Any
 from mtlbench.trial import TrialResult
 
 # Version 1 plus the predictions and case_images tables: additive (CREATE TABLE IF NOT EXISTS
-# adds them to an old store, and an older mtlbench ignores them), so the version stays 1 and
-# stores written before and after read both ways; their trials simply have no predictions.
-SCHEMA_VERSION = 1
+# adds them to an old store, and an older mtlbench ignores them); their trials simply have no
+# predictions. Version 2 (mtlbench 0.2) adds three columns to ``trials``: the trial key's
+# version (mtlbench.identity), the method's knob values and their variant text. A version-1
+# store is migrated when opened (ALTER TABLE ADD COLUMN: its trials get key version 1 and no
+# knobs); mtlbench 0.1, which would write rows without those columns, refuses a version-2 store.
+SCHEMA_VERSION = 2
+_TRIAL_COLUMNS_V2 = (("key_version", "INTEGER NOT NULL DEFAULT 1"),
+                     ("knobs_json", "TEXT NOT NULL DEFAULT '{}'"),
+                     ("variant", "TEXT NOT NULL DEFAULT ''"))
 STORE_NAME = "mtlbench.sqlite"
 
 _SCHEMA = """
@@ -32,7 +38,9 @@ CREATE TABLE IF NOT EXISTS trials (
     status TEXT NOT NULL, error TEXT NOT NULL DEFAULT '',
     selected_epoch INTEGER, resumed_from_epoch INTEGER,
     profile_json TEXT, timing_json TEXT, env_json TEXT,
-    recorded_at REAL NOT NULL
+    recorded_at REAL NOT NULL,
+    key_version INTEGER NOT NULL DEFAULT 1, knobs_json TEXT NOT NULL DEFAULT '{}',
+    variant TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS fold_metrics (
     trial_id TEXT NOT NULL REFERENCES trials(trial_id) ON DELETE CASCADE,
@@ -83,12 +91,19 @@ class Store:
                              "away or use another --out folder") from exc
         with self._transaction():
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)",
-                                 (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
+            if row is not None and int(row[0]) > SCHEMA_VERSION:
                 raise StoreError(f"store {self.path} was written by a newer mtlbench (schema "
                                  f"{row[0]} > {SCHEMA_VERSION}); upgrade mtlbench to read it")
+            self._migrate()
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                             (str(SCHEMA_VERSION),))
+
+    def _migrate(self) -> None:
+        """Add the columns of schema 2 to a store written by mtlbench 0.1."""
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(trials)")}
+        for name, decl in _TRIAL_COLUMNS_V2:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE trials ADD COLUMN {name} {decl}")
 
     @classmethod
     def in_run_dir(cls, run_dir: str | Path) -> Store:
@@ -138,12 +153,16 @@ class Store:
             db = self._db
             db.execute("DELETE FROM trials WHERE trial_id=?", (result.trial_id,))
             db.execute(
-                "INSERT INTO trials VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO trials (trial_id, dataset, method, fold, seed, protocol_name, "
+                "protocol_hash, protocol_json, status, error, selected_epoch, "
+                "resumed_from_epoch, profile_json, timing_json, env_json, recorded_at, "
+                "key_version, knobs_json, variant) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (result.trial_id, result.dataset, result.method, result.fold, result.seed,
                  result.protocol.get("name", ""), result.protocol_hash,
                  json.dumps(result.protocol, sort_keys=True), result.status, result.error,
                  result.selected_epoch, result.resumed_from_epoch, json.dumps(result.profile),
-                 json.dumps(result.timing), json.dumps(result.env), time.time()),
+                 json.dumps(result.timing), json.dumps(result.env), time.time(),
+                 result.key_version, json.dumps(result.knobs, sort_keys=True), result.variant),
             )
             db.executemany("INSERT INTO fold_metrics VALUES (?,?,?)",
                            [(result.trial_id, k, _num(v)) for k, v in result.fold_metrics.items()])
@@ -175,7 +194,8 @@ class Store:
         for trial_id, metric, value in self._db.execute("SELECT * FROM fold_metrics"):
             metrics.setdefault(trial_id, {})[metric] = value
         for row in rows:
-            for key in ("profile_json", "timing_json", "env_json", "protocol_json"):
+            for key in ("profile_json", "timing_json", "env_json", "protocol_json",
+                        "knobs_json"):
                 row[key[:-5]] = json.loads(row.pop(key) or "{}")
             row["metrics"] = metrics.get(row["trial_id"], {})
         return rows

@@ -1,9 +1,9 @@
-"""MACs and parameters counted by thop 0.1's rules: the convention of the paper's Table 5.
+"""MACs and parameters counted by thop 0.1's rules: the convention of the reference paper's
+complexity table and of much of this field.
 
-thop (``thop.profile``) produced the paper's complexity figures and those of much of this
-field. We re-implement its counting rules here rather than depend on it: it is unmaintained
-since 2022, it adds buffers to and changes the mode of the model it measures, and it has no
-rule for torchvision's deformable convolution. The tests check this module against thop.
+We re-implement thop's counting rules here rather than depend on it: it is unmaintained since
+2022, it adds buffers to and changes the mode of the model it measures, and a method cannot
+add rules for its own modules to it. The tests check this module against thop.
 
 Rules, per call of a module (a module without a rule counts 0, as in thop):
 
@@ -15,35 +15,33 @@ Rules, per call of a module (a module without a rule counts 0, as in thop):
 - Upsample: output elements × 1 (nearest), 5 (linear), 11 (bilinear), 259 (bicubic),
   31 (trilinear);
 - Softmax: rows × (3n − 1) for n classes;
-- ``torchvision.ops.DeformConv2d`` (our rule): like a convolution of the same shape, which is
-  what thop counted for the pure-PyTorch DCN of the paper's code (its main conv is an
-  ``nn.Conv2d`` with stride = kernel over the sampled map). Sampling is not counted.
+- a method's own modules: the rules its card declares (``MethodCard.mac_rules``), passed
+  to ``thop_count`` as ``extra_rules`` and counted as exact types.
 
 Parameters: those of every module with a rule that ran, once per module (so GroupNorm's are
 not counted, as in thop).
 
 thop looks rules up by exact type, so it counts nothing for subclasses such as timm's
-weight-standardised ``StdConv2d`` (most of TransUNet's ResNet-50). ``ThopCount.macs`` also
+weight-standardised ``StdConv2d``. ``ThopCount.macs`` also
 counts subclasses by their base class's rule; the paper-convention figures do not.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchvision.ops import DeformConv2d
 
-from mtlbench.models.dsa import SamplingDeformConv2d
 from mtlbench.probe import evaluating, probe_input
 
 _UPSAMPLE_OPS = {"nearest": 1, "linear": 5, "bilinear": 11, "bicubic": 259, "trilinear": 31}
 
 
-def _conv(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+def conv_rule(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """A convolution: output elements × in_channels/groups × kernel area (no bias)."""
     return y.numel() * (x.shape[1] // m.groups) * math.prod(m.weight.shape[2:])
 
 
@@ -84,7 +82,7 @@ Rule = Callable[[nn.Module, torch.Tensor, torch.Tensor], int]
 #: nn.Sequential omitted: thop gives it a zero rule but counts its children instead).
 RULES: dict[type, Rule] = {
     nn.ZeroPad2d: _zero,
-    **{t: _conv for t in (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
+    **{t: conv_rule for t in (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
                           nn.ConvTranspose2d, nn.ConvTranspose3d)},
     **{t: _norm for t in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
                           nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
@@ -98,8 +96,6 @@ RULES: dict[type, Rule] = {
                                       nn.AdaptiveAvgPool3d)},
     nn.Linear: _linear,
     **{t: _upsample for t in (nn.Upsample, nn.UpsamplingBilinear2d, nn.UpsamplingNearest2d)},
-    DeformConv2d: _conv,
-    SamplingDeformConv2d: _conv,
 }
 
 
@@ -122,12 +118,15 @@ class ThopCount:
 
 
 def thop_count(model: nn.Module, image_size: int | Sequence[int], in_channels: int = 3,
-               double_counted: Sequence[str] = ()) -> ThopCount:
+               double_counted: Sequence[str] = (),
+               extra_rules: Mapping[type, Rule] | None = None) -> ThopCount:
     """Count ``model`` by thop's rules on one zero input; its modes and state are kept.
 
     ``double_counted`` names submodules (``model.get_submodule`` paths) that the original code
-    registered twice; an unknown name raises ValueError.
+    registered twice; an unknown name raises ValueError. ``extra_rules`` adds rules for module
+    types thop has none for (a method's own operators), counted like thop's own.
     """
+    rules = {**RULES, **(extra_rules or {})}
     subs = {}
     for name in double_counted:
         try:
@@ -139,12 +138,12 @@ def thop_count(model: nn.Module, image_size: int | Sequence[int], in_channels: i
     params: dict[nn.Module, int] = {}
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        ops[module] = ops.get(module, 0) + rule_for(type(module))(module, inputs[0], output)
+        ops[module] = ops.get(module, 0) + rule_for(type(module), rules)(module, inputs[0], output)
         params[module] = sum(p.numel() for p in module.parameters())
 
     x = probe_input(model, image_size, in_channels)
     handles = [module.register_forward_hook(hook) for module in model.modules()
-               if rule_for(type(module)) is not None]
+               if rule_for(type(module), rules) is not None]
     try:
         with evaluating(model):
             model(x)
@@ -155,8 +154,8 @@ def thop_count(model: nn.Module, image_size: int | Sequence[int], in_channels: i
     def within(sub: nn.Module, table: dict[nn.Module, int]) -> int:
         return sum(table.get(m, 0) for m in sub.modules())
 
-    exact_ops = {m: n for m, n in ops.items() if type(m) in RULES}
-    exact_params = {m: n for m, n in params.items() if type(m) in RULES}
+    exact_ops = {m: n for m, n in ops.items() if type(m) in rules}
+    exact_params = {m: n for m, n in params.items() if type(m) in rules}
     thop_macs, thop_params = sum(exact_ops.values()), sum(exact_params.values())
     return ThopCount(
         params=thop_params, macs=sum(ops.values()),
@@ -165,6 +164,8 @@ def thop_count(model: nn.Module, image_size: int | Sequence[int], in_channels: i
     )
 
 
-def rule_for(module_type: type) -> Rule | None:
-    """The rule of ``module_type`` or of its nearest base class that has one."""
-    return next((RULES[t] for t in module_type.__mro__ if t in RULES), None)
+def rule_for(module_type: type, rules: Mapping[type, Rule] | None = None) -> Rule | None:
+    """The rule of ``module_type`` or of its nearest base class that has one (in ``rules``,
+    thop's own table by default)."""
+    rules = RULES if rules is None else rules
+    return next((rules[t] for t in module_type.__mro__ if t in rules), None)

@@ -49,7 +49,8 @@ from mtlbench.data.fold import (
 from mtlbench.data.prepare import lookup_dataset
 from mtlbench.environment import environment, peak_memory
 from mtlbench.evaluation import evaluate, predict, selection_score
-from mtlbench.losses import PIXEL_LOGITS, TrialLoss
+from mtlbench.knobs import knob_values
+from mtlbench.losses import TrialLoss, build_terms
 from mtlbench.plugins import Plugins, load_plugins
 from mtlbench.precision import autocast, precision_record
 from mtlbench.precision import resolve as resolve_precision
@@ -97,15 +98,18 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(p.seed)
+    # Every knob of the method: the spec's values, the knobs' defaults under the protocol's
+    # preset for any it does not name (a spec built by hand, or by an older planner).
+    knobs = knob_values(method, p.name, dict(spec.knobs), plugins.methods.owner(spec.method))
     config = ModelConfig(num_classes=len(arrays.classes), in_channels=method.in_channels,
-                         image_size=p.image_size, pretrained=p.pretrained)
+                         image_size=p.image_size, pretrained=p.pretrained, options=knobs)
     model = method.build(config)
     profile = cached_profile(method, model, p.image_size)
     channels_last = spec.speed.channels_last_on(spec.device)
     precision = resolve_precision(p.precision, spec.device)
     place_model(model, device, channels_last)
     forward = compile_model(model) if spec.speed.compile else model
-    loss = build_loss(method, p).to(device)
+    loss = build_loss(method, p, knobs).to(device)
     optimizer = build_optimizer(model, loss, p, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, p))
     generator = torch.Generator().manual_seed(p.seed * 1000 + spec.fold)
@@ -171,8 +175,8 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
                 "checkpoints_written": writer.written, "checkpoints_skipped": writer.skipped,
                 **peak_memory(device)},
         env={**environment(spec, plugins, owner), "loss": loss.describe(),
-             "lossnet_vgg": loss.lossnet.weights if loss.lossnet is not None else None,
-             "weights": required_weights([method], p),
+             "caveats": loss.caveats(),
+             "weights": [w.name for w in required_weights(method, p, knobs)],
              "precision": precision_record(p.precision, spec.device, state.precisions,
                                            precision),
              "speed": {**asdict(spec.speed), "channels_last": channels_last}},
@@ -180,6 +184,7 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
         predictions={} if pred_masks is None else mask_pngs(test_ids, pred_masks),
         gallery=gallery([arrays.ids[i] for i in test_idx], arrays.labels[test_idx],
                         arrays.images[test_idx], arrays.masks[test_idx]),
+        knobs=knobs, variant=spec.variant,
     )
 
 
@@ -196,13 +201,13 @@ def compile_model(model):
     return torch.compile(model)
 
 
-def build_loss(method: MethodCard, p: Protocol) -> TrialLoss:
-    """The trial's loss; a random LossNet VGG is drawn from its own seeded generator, so the
-    model's initialisation does not depend on whether LossNet is used."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(p.seed)
-        return TrialLoss(method.tasks, method.extra_losses, p.loss_mode, p.cls_weight,
-                         p.dice_smooth, p.lossnet_weight, p.lossnet_vgg, p.perceptual_weight)
+def build_loss(method: MethodCard, p: Protocol, knobs: dict | None = None) -> TrialLoss:
+    """The trial's loss: the method's task losses and its active loss terms under ``knobs``
+    (defaults: the knobs' values under the protocol's preset)."""
+    if knobs is None:
+        knobs = {k.name: k.default_for(p.name) for k in method.knobs}
+    return TrialLoss(method.tasks, p.loss_mode, p.cls_weight, p.dice_smooth,
+                     build_terms(method, knobs, p), knobs)
 
 
 def place_model(model, device: torch.device, channels_last: bool):
@@ -218,7 +223,7 @@ def build_optimizer(model, loss: TrialLoss, p: Protocol, device: torch.device):
     # One parameter group: the learned loss weights of loss_mode=code get the same Adam
     # settings, weight decay included, as in the released code (spec §3).
     # fused: one kernel for all parameters instead of a loop of small ops (the same update;
-    # 4× faster optimizer steps on a 2-core CPU for ACSNet's 32 M parameters).
+    # 4× faster optimizer steps on a 2-core CPU for a 32 M-parameter model).
     return torch.optim.Adam([*model.parameters(), *loss.parameters()], lr=p.lr,
                             betas=(p.beta1, p.beta2), weight_decay=p.weight_decay,
                             fused=device.type in ("cpu", "cuda"))
@@ -297,10 +302,7 @@ def check_contract(outputs, method: MethodCard, owner: str, batch: int, size: in
             raise ModelContractError(f"{where}: 'seg' must be {expected['seg']}, got {shape}")
         if task == "cls" and (len(shape) != 2 or shape[0] != batch):
             raise ModelContractError(f"{where}: 'cls' must be (B, K) = ({batch}, K), got {shape}")
-    if "pixel_classes" in method.extra_losses:
-        classes = tuple(outputs["cls"].shape)[1] if "cls" in outputs else None
-        wanted = (batch, None if classes is None else 1 + classes, size, size)
-        shape = tuple(outputs[PIXEL_LOGITS].shape) if PIXEL_LOGITS in outputs else None
-        if shape != wanted:
-            raise ModelContractError(f"{where}: its pixel-wise loss needs {PIXEL_LOGITS!r} of "
-                                     f"shape (B, 1 + K, H, W) = {wanted}, got {shape}")
+    if method.check_outputs is not None:
+        problem = method.check_outputs(outputs, batch, size)
+        if problem:
+            raise ModelContractError(f"{where}: {problem}")

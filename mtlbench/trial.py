@@ -1,13 +1,13 @@
-"""What a trial is (one dataset × method × fold × protocol × seed) and what it returns."""
+"""What a trial is (one dataset × method with its knobs × fold × protocol × seed) and what it
+returns; its identity is ``mtlbench.identity.TrialKey``."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtlbench.identity import KEY_VERSION, Knobs, TrialKey
 from mtlbench.protocol import Protocol
 
 DEFAULT_CHECKPOINT_EVERY_S = 0.0
@@ -21,11 +21,12 @@ class SpeedOptions:
 
     ``channels_last``: NHWC memory format for the model and its inputs (None: on CUDA, where
     bf16 tensor-core convolutions want it, off on the CPU, where it helped UNet by 16% but slowed
-    ACSNet's deformable convolutions by 6%). ``compile``: run the model through
+    a model with deformable convolutions by 6%). ``compile``: run the model through
     ``torch.compile``. ``checkpoint_every_s``: start a checkpoint after an epoch only when
     this many seconds passed since the last one started (0: after every epoch). Checkpoints are
     written in the background, one at a time (``mtlbench.checkpointing``): on a GPU a BUS epoch
-    takes less time than writing ACSNet's 0.5 GB checkpoint, and training does not wait for it.
+    takes less time than writing a 32 M-parameter model's 0.5 GB checkpoint, and training does
+    not wait for it.
     """
 
     channels_last: bool | None = None
@@ -50,17 +51,22 @@ class TrialSpec:
     cache_dir: str | None = None
     device: str = "cpu"
     speed: SpeedOptions = field(default_factory=SpeedOptions)
+    knobs: Knobs = ()  # the method's knob values (mtlbench.knobs), sorted (name, value) pairs
+    variant: str = ""  # the knobs that differ from the method's defaults, in words
 
     @property
     def seed(self) -> int:
         return self.protocol.seed
 
     @property
+    def key(self) -> TrialKey:
+        return TrialKey(self.dataset, self.method, self.fold, self.seed, self.protocol.hash,
+                        self.knobs)
+
+    @property
     def trial_id(self) -> str:
-        """Hash of (dataset, method, fold, protocol, seed): the key of the trial everywhere."""
-        key = {"dataset": self.dataset, "method": self.method, "fold": self.fold,
-               "protocol": self.protocol.hash, "seed": self.seed}
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        """The hash of the trial's key (``mtlbench.identity``): its id everywhere."""
+        return self.key.trial_id
 
     @property
     def checkpoint_path(self) -> Path:
@@ -68,7 +74,8 @@ class TrialSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.method} · {self.dataset} · fold {self.fold}"
+        method = f"{self.method} [{self.variant}]" if self.variant else self.method
+        return f"{method} · {self.dataset} · fold {self.fold}"
 
 
 @dataclass
@@ -97,11 +104,17 @@ class TrialResult:
     # cases (case id -> {"image", "mask", "label"}). Plain str/int data: JSON-serialisable.
     predictions: dict[str, str] = field(default_factory=dict)
     gallery: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The trial key's version and the method's knob values (mtlbench.identity); results
+    # written before knobs existed read as version 1 with none.
+    key_version: int = KEY_VERSION
+    knobs: dict[str, Any] = field(default_factory=dict)
+    variant: str = ""
 
     @classmethod
     def failed(cls, spec: TrialSpec, error: str, **extra: Any) -> TrialResult:
         return cls(spec.trial_id, spec.dataset, spec.method, spec.fold, spec.seed,
-                   spec.protocol.to_dict(), spec.protocol.hash, "failed", error=error, **extra)
+                   spec.protocol.to_dict(), spec.protocol.hash, "failed", error=error,
+                   knobs=dict(spec.knobs), variant=spec.variant, **extra)
 
 
 class TrialFailed(RuntimeError):

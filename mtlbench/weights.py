@@ -1,8 +1,10 @@
 """Pretrained weights a method may ask for: where they live and a fast check before training.
 
-Nothing is downloaded unless the protocol asks for pretrained weights. When they are asked for
-and are neither in the cache nor downloadable, the run stops before any training with a
-message naming the file and how to provide it offline.
+A method's card declares the files its model loads (``MethodCard.weights``) and its loss terms
+the files they load (``LossTerm.weights``), as ``WeightsSource``s; the core provides the
+generic ones its building blocks use (``RESNET18_IMAGENET``). Nothing is downloaded unless a
+trial needs the file. When it is needed and is neither in its cache nor downloadable, the run
+stops before any training with a message naming the file and how to provide it offline.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mtlbench.files import atomic_writer
 
@@ -20,8 +22,6 @@ if TYPE_CHECKING:
     from mtlbench.protocol import Protocol
 
 OFFLINE_ENVS = ("MTLBENCH_OFFLINE", "HF_HUB_OFFLINE")
-LOSSNET_VGG16 = "torchvision/vgg16-imagenet"
-R50_VIT_IN21K = "timm/vit_base_r50_s16_224.orig_in21k"
 
 
 NO_PRETRAINING = "run with --pretrained none to train from scratch"
@@ -31,8 +31,11 @@ NO_PRETRAINING = "run with --pretrained none to train from scratch"
 class WeightsSource:
     """One weights file: where it is cached and where it comes from.
 
-    Files with an ``hf_repo`` live in the Hugging Face hub cache (timm's weights); the others
-    in torch's hub cache (``$TORCH_HOME/hub/checkpoints``, torchvision's weights).
+    Files with an ``hf_repo`` live in the Hugging Face hub cache (timm's weights); files with
+    a ``directory`` (``~`` and environment variables expanded) there, as the method's own code
+    reads them; the others in torch's hub cache (``$TORCH_HOME/hub/checkpoints``,
+    torchvision's weights). ``url`` may be a ``file://`` address. ``instead`` says how to run
+    without the file.
     """
 
     name: str
@@ -41,10 +44,13 @@ class WeightsSource:
     description: str
     instead: str = NO_PRETRAINING
     hf_repo: str = ""
+    directory: str = ""
 
     @property
     def path(self) -> Path:
         """Where the file is (Hugging Face: the snapshot path if cached, else the cache root)."""
+        if self.directory:
+            return Path(os.path.expandvars(os.path.expanduser(self.directory))) / self.filename
         if self.hf_repo:
             from huggingface_hub import constants, try_to_load_from_cache
 
@@ -62,38 +68,19 @@ class WeightsSource:
             return (f"run `hf download {self.hf_repo} {self.filename}` on a machine with "
                     f"internet and copy the folder models--{self.hf_repo.replace('/', '--')} "
                     f"from its Hugging Face cache into {self.path} (the folder follows HF_HOME)")
-        return (f"download {self.url} on a machine with internet and copy it to {self.path} "
-                "(the folder follows TORCH_HOME)")
+        follows = "" if self.directory else " (the folder follows TORCH_HOME)"
+        return f"download {self.url} on a machine with internet and copy it to {self.path}{follows}"
 
 
-KNOWN_WEIGHTS = {
-    w.name: w
-    for w in (
-        WeightsSource(
-            "torchvision/resnet18-imagenet", "resnet18-f37072fd.pth",
-            "https://download.pytorch.org/models/resnet18-f37072fd.pth",
-            "torchvision ResNet-18 ImageNet weights (IMAGENET1K_V1)",
-        ),
-        WeightsSource(
-            LOSSNET_VGG16, "vgg16-397923af.pth",
-            "https://download.pytorch.org/models/vgg16-397923af.pth",
-            "torchvision VGG-16 ImageNet weights (IMAGENET1K_V1) for the perceptual losses "
-            "(LossNet; Qu et al.'s term)",
-            "run with --set lossnet_weight=0 (LossNet) and --set perceptual_weight=0 (Qu et "
-            "al.'s term) to train without them, or with --set "
-            "lossnet_vgg=random for a random VGG-16 (recorded with every result: it is not the "
-            "paper's LossNet)",
-        ),
-        WeightsSource(
-            R50_VIT_IN21K, "model.safetensors",
-            "https://huggingface.co/timm/vit_base_r50_s16_224.orig_in21k/resolve/main/"
-            "model.safetensors",
-            "R50+ViT-B/16 ImageNet-21k weights for TransUNet (timm's port of Google's "
-            "R50+ViT-B_16.npz)",
-            hf_repo=R50_VIT_IN21K,
-        ),
-    )
-}
+#: torchvision's ImageNet ResNet-18, which the core's ResNet18Encoder (and smp's) loads.
+RESNET18_IMAGENET = WeightsSource(
+    "torchvision/resnet18-imagenet", "resnet18-f37072fd.pth",
+    "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    "torchvision ResNet-18 ImageNet weights (IMAGENET1K_V1)",
+)
+
+#: The weights a card may name by string instead of declaring a WeightsSource: the core's.
+KNOWN_WEIGHTS = {RESNET18_IMAGENET.name: RESNET18_IMAGENET}
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -105,18 +92,36 @@ def offline() -> bool:
     return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in OFFLINE_ENVS)
 
 
-def ensure_weights(names: list[str], timeout_s: float = 10.0) -> None:
-    """Make sure every named weights file is in the cache, downloading it if allowed.
+def source_of(weights: str | WeightsSource, method: str = "") -> WeightsSource:
+    """The WeightsSource a card's ``weights`` entry stands for; WeightsUnavailableError for a
+    name the core does not provide (a plugin declares its own files as WeightsSource)."""
+    if isinstance(weights, WeightsSource):
+        return weights
+    if weights in KNOWN_WEIGHTS:
+        return KNOWN_WEIGHTS[weights]
+    where = f"method {method!r} asks for " if method else ""
+    raise WeightsUnavailableError(
+        f"{where}unknown weights {weights!r}: the core provides {', '.join(KNOWN_WEIGHTS)}; "
+        "a plugin declares its own files as mtlbench.weights.WeightsSource on its card")
 
-    Raises WeightsUnavailableError (within about ``timeout_s``) listing what is missing and
-    how to provide it.
+
+def ensure_weights(sources: list[WeightsSource | str], timeout_s: float = 10.0,
+                   needed_by: dict[str, list[str]] | None = None) -> None:
+    """Make sure every weights file is in its cache, downloading it if allowed.
+
+    Raises WeightsUnavailableError (within about ``timeout_s``) listing what is missing, for
+    which methods (``needed_by``: source name -> method names) and how to provide it.
     """
     problems = []
-    for name in dict.fromkeys(names):
-        source = KNOWN_WEIGHTS.get(name)
-        if source is None:
-            problems.append(f"unknown weights {name!r} (known: {', '.join(KNOWN_WEIGHTS)})")
+    unique = {}
+    for entry in sources:
+        try:
+            source = source_of(entry)
+        except WeightsUnavailableError as exc:
+            problems.append(str(exc))
             continue
+        unique.setdefault(source.name, source)
+    for source in unique.values():
         if source.cached():
             continue
         if offline():
@@ -127,8 +132,10 @@ def ensure_weights(names: list[str], timeout_s: float = 10.0) -> None:
                 continue
         where = f"{source.hf_repo}/{source.filename} is not in {source.path}" if source.hf_repo \
             else f"{source.path} is missing"
-        problems.append(f"{source.description}: {where} and {reason}. To provide it offline, "
-                        f"{source.how_to_copy()}; or {source.instead}.")
+        methods = (needed_by or {}).get(source.name)
+        who = f" (needed by method {', '.join(map(repr, methods))})" if methods else ""
+        problems.append(f"{source.description}{who}: {where} and {reason}. To provide it "
+                        f"offline, {source.how_to_copy()}; or {source.instead}.")
     if problems:
         raise WeightsUnavailableError("pretrained weights unavailable:\n- " + "\n- ".join(problems))
 
@@ -147,22 +154,18 @@ def _try_download(source: WeightsSource, timeout_s: float) -> str | None:
         return f"could not be downloaded ({exc})"
 
 
-def required_weights(cards: list[MethodCard], protocol: Protocol) -> list[str]:
-    """The pretrained weights the trials of ``cards`` under ``protocol`` will load."""
-    names = [w for card in cards for w in card.weights] if protocol.pretrained != "none" else []
-    if uses_lossnet(cards, protocol) and protocol.lossnet_vgg == "imagenet":
-        names.append(LOSSNET_VGG16)
-    return list(dict.fromkeys(names))
-
-
-def uses_lossnet(cards: list[MethodCard], protocol: Protocol) -> bool:
-    """True when some of ``cards`` trains with a VGG-16 perceptual term (LossNet, or Qu et
-    al.'s) under ``protocol``."""
-    if protocol.loss_mode != "paper":
-        return False
-    weights = {"lossnet": protocol.lossnet_weight, "qu_perceptual": protocol.perceptual_weight}
-    return any(weights.get(kind, 0) > 0 and "seg" in c.tasks
-               for c in cards for kind in c.extra_losses)
+def required_weights(method: MethodCard, protocol: Protocol,
+                     knobs: dict[str, Any] | None = None) -> list[WeightsSource]:
+    """The pretrained files a trial of ``method`` with ``knobs`` under ``protocol`` loads: the
+    model's when the protocol asks for pretrained weights, and those of its active loss
+    terms."""
+    knobs = knobs or {}
+    sources = ([source_of(w, method.name) for w in method.weights]
+               if protocol.pretrained != "none" else [])
+    for term in method.loss_terms:
+        if term.active(knobs, protocol.loss_mode, method.tasks):
+            sources.extend(term.sources(knobs))
+    return list({s.name: s for s in sources}.values())
 
 
 def _try_hf_download(source: WeightsSource, timeout_s: float) -> str | None:

@@ -10,19 +10,21 @@ from torch import nn
 from torchvision.ops import DeformConv2d, deform_conv2d
 
 from mtlbench.cards import ModelConfig
-from mtlbench.models import (
-    ChannelAttention,
+from mtlbench.models import ChannelAttention, SingleScaleClassifier
+from mtlbench.plugins import load_plugins
+from mtlbench.profile import count_flops, count_parameters, profile_method
+from mtlbench.thop_rules import conv_rule, rule_for, thop_count
+from mtlbench_methods.acsnet_parts import (
+    FLOP_FORMULAS,
+    MAC_RULES,
     DSAModule,
     GateUnit,
     ModulatedDeformConv,
     MultiScaleClassifier,
     SamplingDeformConv2d,
-    SingleScaleClassifier,
     sampled_deform_conv2d,
 )
-from mtlbench.plugins import load_plugins
-from mtlbench.profile import count_flops, count_parameters, profile_model
-from mtlbench.thop_rules import RULES, thop_count
+from mtlbench_methods.perceptual import LOSSNET
 
 ABLATION = ["unet", "clsnet", "cunet", "cugnet", "caunet", "cuanet", "cuganet", "cmsunet",
             "camsunet", "acsnet"]
@@ -205,7 +207,8 @@ def test_method_has_table_1_parts_and_the_contract(cards, name):
     assert set(out) == set(card.tasks)
     if "seg" in card.tasks:
         assert out["seg"].shape == (2, 1, 64, 64)
-        assert card.extra_losses == ("lossnet",)
+        assert card.loss_terms == (LOSSNET,)
+        assert {k.name for k in card.knobs} == {"lossnet_weight", "lossnet_vgg"}
     if "cls" in card.tasks:
         assert out["cls"].shape == (2, 2)
     assert "busi" in card.published and card.groups[0] == "ablation"
@@ -233,7 +236,7 @@ def test_gradients_of_the_classification_loss_reach_the_decoder_stage_6(cards):
 @pytest.mark.parametrize("name", ABLATION)
 def test_params_and_macs_match_spec_7_within_half_a_percent(cards, name):
     card = cards[name]
-    profile = profile_model(build(card), 256, double_counted=card.thop_double_counted)
+    profile = profile_method(card, build(card), 256)
     params, gmacs, paper_params, paper_gmacs = SPEC_7[name]
     assert within(profile.mparams, params)
     assert within(profile.gmacs, gmacs)
@@ -252,10 +255,22 @@ def test_deformable_convolution_flops_are_counted():
             offset = torch.zeros(1, 18, *x.shape[2:])
             return dcn(x.expand(-1, 8, -1, -1), offset)
 
-    assert count_flops(Wrapped(), 6, in_channels=1) == 2 * (4 * 6 * 6) * 8 * 9
+    # the core does not know the deformable convolution: ACSNet's parts bring its formula
+    assert count_flops(Wrapped(), 6, in_channels=1) == 0
+    assert count_flops(Wrapped(), 6, in_channels=1, formulas=FLOP_FORMULAS) == \
+        2 * (4 * 6 * 6) * 8 * 9
     acsnet_part = ModulatedDeformConv(8, 4)
     conv_flops = 2 * 4 * 36 * 8 * 9 + 2 * (18 + 9) * 36 * 8 * 9
-    assert count_flops(acsnet_part, 6, in_channels=8) == conv_flops
+    assert count_flops(acsnet_part, 6, in_channels=8, formulas=FLOP_FORMULAS) == conv_flops
+
+
+def test_dsa_cards_bring_the_deformable_convolution_counting_rules(cards):
+    assert rule_for(DeformConv2d) is None and rule_for(SamplingDeformConv2d) is None
+    assert rule_for(SamplingDeformConv2d, MAC_RULES) is conv_rule
+    for name, (_, _, dsa, _) in TABLE_1.items():
+        card = cards[name]
+        assert (dict(card.mac_rules), dict(card.flop_formulas)) == (
+            (MAC_RULES, FLOP_FORMULAS) if dsa else ({}, {}))
 
 
 def test_thop_rules_count_a_known_model_by_hand():
@@ -279,11 +294,13 @@ def test_thop_rules_agree_with_thop_itself(cards, name):
     deformable conv, thop is given our rule, which it cannot know)."""
     import thop  # the test extra pins the version the paper's figures came from
 
-    def deform_rule(module, inputs, output):
-        module.total_ops += RULES[DeformConv2d](module, inputs[0], output)
+    card = cards[name]
 
-    model = build(cards[name], 128)
-    ours = thop_count(model, 128)
+    def deform_rule(module, inputs, output):
+        module.total_ops += MAC_RULES[SamplingDeformConv2d](module, inputs[0], output)
+
+    model = build(card, 128)
+    ours = thop_count(model, 128, extra_rules=card.mac_rules)
     macs, params = thop.profile(model, inputs=(torch.zeros(1, 3, 128, 128),), verbose=False,
                                 custom_ops={SamplingDeformConv2d: deform_rule})
     assert (ours.macs, ours.params) == (int(macs), int(params))

@@ -235,6 +235,7 @@ def test_missing_lossnet_weights_stop_the_run_and_say_how_to_go_on(tmp_path, mon
     text = " ".join(result.output.split())
     assert "vgg16-397923af.pth" in text and "resnet18" not in text
     assert "--set lossnet_vgg=random" in text and "--set lossnet_weight=0" in text
+    assert "needed by method 'cunet'" in text
     assert not (tmp_path / "run" / "checkpoints").exists()
     # a classification-only method needs no LossNet, so nothing is missing
     from mtlbench.plugins import load_plugins
@@ -243,9 +244,14 @@ def test_missing_lossnet_weights_stop_the_run_and_say_how_to_go_on(tmp_path, mon
 
     loaded = load_plugins()
     paper = get_protocol("paper", "busi", {"pretrained": "none"})
-    assert required_weights([loaded.methods.get("clsnet")], paper) == []
+    acsnet = loaded.methods.get("acsnet")
+    assert required_weights(loaded.methods.get("clsnet"), paper) == []
+    assert [w.name for w in required_weights(acsnet, paper, {"lossnet_weight": 0.2,
+                                                             "lossnet_vgg": "imagenet"})] == [
+        "torchvision/vgg16-imagenet"]
     code = get_protocol("paper", "busi", {"loss_mode": "code"})
-    assert required_weights([loaded.methods.get("acsnet")], code) == [
+    assert [w.name for w in required_weights(acsnet, code, {"lossnet_weight": 0.2,
+                                                            "lossnet_vgg": "imagenet"})] == [
         "torchvision/resnet18-imagenet"]
 
 

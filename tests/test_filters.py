@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtlbench import filters
-from mtlbench.filters import (
+from mtlbench_methods import wang_filters as filters
+from mtlbench_methods.wang_filters import (
     local_energy,
     phase_symmetry,
     shadow_map,

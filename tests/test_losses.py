@@ -1,16 +1,32 @@
 import pytest
 import torch
 
+from mtlbench.cards import MethodCard
 from mtlbench.losses import (
-    LossNet,
     TrialLoss,
     UncertaintyWeighting,
     code_dice_loss,
     soft_dice_loss,
-    vgg16_features,
 )
+from mtlbench.protocol import get_protocol
+from mtlbench.train import build_loss
+from mtlbench_methods.perceptual import LOSSNET, LOSSNET_KNOBS, LossNet, vgg16_features
 
 SEG_CLS = frozenset({"seg", "cls"})
+PAPER = get_protocol("paper", "busi")
+CODE = get_protocol("paper", "busi", {"loss_mode": "code"})
+
+
+def card(tasks=SEG_CLS, lossnet=True):
+    """A method with ACSNet's LossNet term (or none) on the given tasks."""
+    return MethodCard(name="m", build=lambda config: None, tasks=tasks,
+                      family="multi-task" if len(tasks) == 2 else "single-task",
+                      loss_terms=(LOSSNET,) if lossnet else (),
+                      knobs=LOSSNET_KNOBS if lossnet else ())
+
+
+def lossnet_knobs(weight=0.2, vgg="random"):
+    return {"lossnet_weight": weight, "lossnet_vgg": vgg}
 
 
 def batch():
@@ -49,29 +65,37 @@ def test_code_dice_form_puts_the_smoothing_inside_the_factor_2():
 
 def test_paper_weighting_without_lossnet():
     outputs, masks, labels = batch()
-    terms = TrialLoss(SEG_CLS, (), "paper", cls_weight=0.3).terms(outputs, masks, labels)
+    terms = TrialLoss(SEG_CLS, "paper", cls_weight=0.3).terms(outputs, masks, labels)
     assert set(terms) == {"dice", "ce", "total"}
     assert torch.allclose(terms["total"], 0.3 * terms["ce"] + 0.7 * terms["dice"])
-    seg_only = TrialLoss(frozenset({"seg"}), ()).terms(outputs, masks, labels)
+    seg_only = TrialLoss(frozenset({"seg"})).terms(outputs, masks, labels)
     assert set(seg_only) == {"dice", "total"} and torch.equal(seg_only["total"], seg_only["dice"])
-    cls_only = TrialLoss(frozenset({"cls"}), ("lossnet",), lossnet_weight=0.2)
-    assert cls_only.lossnet is None  # LossNet is a segmentation loss
+    cls_only = build_loss(card(frozenset({"cls"})), PAPER, lossnet_knobs(0.2))
+    assert cls_only.term_modules == []  # LossNet is a segmentation loss
 
 
 def test_paper_loss_with_lossnet_follows_the_formula():
     outputs, masks, labels = batch()
-    loss = TrialLoss(SEG_CLS, ("lossnet",), "paper", cls_weight=0.3, lossnet_weight=0.2,
-                     lossnet_vgg="random")
+    knobs = lossnet_knobs(0.2, "random")
+    loss = TrialLoss(SEG_CLS, "paper", cls_weight=0.3,
+                     terms=[(LOSSNET, LOSSNET.build(knobs, PAPER))], knobs=knobs)
+    assert [type(m.loss) for m in loss.term_modules] == [LossNet]
     terms = loss.terms(outputs, masks, labels)
+    assert set(terms) == {"dice", "ce", "lossnet", "total"}
     assert terms["lossnet"] > 0
     expected = 0.3 * terms["ce"] + 0.7 * (terms["dice"] + 0.2 * terms["lossnet"])
     assert torch.allclose(terms["total"], expected)
     assert "RANDOM VGG-16, not the paper's LossNet" in loss.describe()
+    assert any("RANDOM VGG-16" in note for note in loss.caveats())  # footnoted in tables
     # the frozen VGG is neither trained nor saved
     assert list(loss.parameters()) == [] and loss.state_dict() == {}
     # only methods whose card asks for LossNet get it, and only with γ > 0
-    assert TrialLoss(SEG_CLS, (), lossnet_weight=0.2, lossnet_vgg="random").lossnet is None
-    assert TrialLoss(SEG_CLS, ("lossnet",), lossnet_weight=0.0).lossnet is None
+    assert build_loss(card(lossnet=False), PAPER).term_modules == []
+    assert build_loss(card(), PAPER, lossnet_knobs(0.0, "imagenet")).term_modules == []
+    # the card's build_loss gives the same loss as the terms built by hand
+    built = build_loss(card(), PAPER, knobs)
+    assert [type(m.loss) for m in built.term_modules] == [LossNet]
+    assert built.describe() == loss.describe()
 
 
 def test_lossnet_is_zero_on_a_perfect_prediction_and_trains_only_the_prediction():
@@ -122,8 +146,8 @@ def test_imagenet_vgg_features_come_from_torchvision_weights(monkeypatch):
 
 def test_code_mode_is_uncertainty_weighted_dice_and_ce_without_lossnet():
     outputs, masks, labels = batch()
-    loss = TrialLoss(SEG_CLS, ("lossnet",), "code", lossnet_weight=0.2)
-    assert loss.lossnet is None
+    loss = build_loss(card(), CODE, lossnet_knobs(0.2))
+    assert loss.mode == "code" and loss.term_modules == []
     with torch.no_grad():
         loss.weighting.sigma.copy_(torch.tensor([2.0, 0.5]))
     terms = loss.terms(outputs, masks, labels)
@@ -147,4 +171,4 @@ def test_uncertainty_weighting_starts_at_sigma_one():
 
 def test_unknown_loss_mode_is_refused():
     with pytest.raises(ValueError, match="paper' or 'code"):
-        TrialLoss(SEG_CLS, (), "awl")
+        TrialLoss(SEG_CLS, "awl")

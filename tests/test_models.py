@@ -354,7 +354,7 @@ def test_register_flop_formula_for_unknown_op():
 def test_sampled_deform_conv_samples_in_float32_under_bf16_autocast():
     """bf16 positions would be rounded to 0.5 px on a 128² map (as torchvision's kernel, the
     sampling stays float32); only the final matrix product runs in bf16."""
-    from mtlbench.models.dsa import sampled_deform_conv2d
+    from mtlbench_methods.acsnet_parts import sampled_deform_conv2d
 
     torch.manual_seed(0)
     x = torch.randn(1, 4, 128, 128)

@@ -10,13 +10,23 @@ from torch import nn
 from mtlbench.cards import ImageFeatures, ModelConfig
 from mtlbench.data.features import ImageFeaturesError, feature_arrays
 from mtlbench.data.prepare import DatasetArrays
-from mtlbench.losses import LossNet, QuPerceptualLoss, TrialLoss
-from mtlbench.models import SpatialPyramidClassifier
+from mtlbench.knobs import knob_values
 from mtlbench.plugins import load_plugins
 from mtlbench.profile import count_parameters, profile_model
 from mtlbench.protocol import get_protocol
-from mtlbench.train import normalise
-from mtlbench.weights import LOSSNET_VGG16, required_weights
+from mtlbench.train import build_loss, normalise
+from mtlbench.weights import required_weights
+from mtlbench_methods.multitask_baselines import (
+    PIXEL_CLASSES,
+    SpatialPyramidClassifier,
+    check_pixel_logits,
+)
+from mtlbench_methods.perceptual import (
+    QU_PERCEPTUAL,
+    VGG16_IMAGENET,
+    LossNet,
+    QuPerceptualLoss,
+)
 
 METHODS = ["wang2018", "chen2019", "qu2019"]
 SEG_CLS = frozenset({"seg", "cls"})
@@ -80,6 +90,12 @@ def test_qu_decoder_block_order_is_conv_relu_bn_dropout(cards):
     assert block.up.out_channels == block.up.in_channels // 2
 
 
+def perceptual_batch():
+    torch.manual_seed(0)
+    outputs = {"seg": torch.randn(2, 1, 32, 32), "cls": torch.randn(2, 2)}
+    return outputs, (torch.rand(2, 1, 32, 32) > 0.5).float(), torch.tensor([0, 1])
+
+
 def test_qu_perceptual_term_is_the_unnormalised_mean_over_levels(cards):
     torch.manual_seed(0)
     probs, masks = torch.rand(2, 1, 32, 32), (torch.rand(2, 1, 32, 32) > 0.5).float()
@@ -91,15 +107,22 @@ def test_qu_perceptual_term_is_the_unnormalised_mean_over_levels(cards):
         expected += torch.mean((p - g) ** 2).item()
     assert qu(probs, masks).item() == pytest.approx(expected / 4, rel=1e-5)
     assert lossnet(probs, masks).item() != pytest.approx(qu(probs, masks).item(), rel=1e-2)
-    loss = TrialLoss(SEG_CLS, ("qu_perceptual",), lossnet_weight=0.2, lossnet_vgg="random",
-                     perceptual_weight=0.1)
-    assert isinstance(loss.lossnet, QuPerceptualLoss) and loss.lossnet_weight == 0.1
-    assert "0.1·Qu perceptual (RANDOM VGG-16" in loss.describe()
-    assert TrialLoss(SEG_CLS, ("qu_perceptual",), perceptual_weight=0.0).lossnet is None
     paper, smoke = get_protocol("paper", "busi"), get_protocol("smoke", "synthetic")
-    assert LOSSNET_VGG16 in required_weights([cards["qu2019"]], paper)
-    assert required_weights([cards["qu2019"]], smoke) == []
-    assert LOSSNET_VGG16 not in required_weights([cards["chen2019"]], paper)  # no LossNet
+    qu_card = cards["qu2019"]
+    assert qu_card.loss_terms == (QU_PERCEPTUAL,)
+    random_vgg = knob_values(qu_card, "paper", {"perceptual_vgg": "random"})
+    assert random_vgg == {"perceptual_weight": 0.1, "perceptual_vgg": "random"}
+    loss = build_loss(qu_card, paper, random_vgg)
+    [term] = loss.term_modules
+    assert isinstance(term.loss, QuPerceptualLoss)
+    assert loss.terms(*perceptual_batch())["perceptual"] > 0
+    assert "0.1·Qu perceptual (RANDOM VGG-16" in loss.describe()
+    assert build_loss(qu_card, paper, {**random_vgg, "perceptual_weight": 0.0}).term_modules == []
+    assert build_loss(qu_card, smoke).term_modules == []  # smoke: β = 0
+    assert VGG16_IMAGENET in required_weights(qu_card, paper, knob_values(qu_card, "paper"))
+    assert required_weights(qu_card, smoke, knob_values(qu_card, "smoke")) == []
+    chen = cards["chen2019"]
+    assert VGG16_IMAGENET not in required_weights(chen, paper, knob_values(chen, "paper"))
 
 
 def small_arrays(n=3, size=16):
@@ -173,15 +196,18 @@ def test_all_leaves_options_out_and_options_selects_them():
 
 
 def test_qu_pixelwise_option_reads_mask_and_class_from_one_pixel_map():
-    from mtlbench.losses import pixel_class_loss
-    from mtlbench_methods.multitask_baselines import pixelwise_outputs
+    from mtlbench_methods.multitask_baselines import pixel_class_loss, pixelwise_outputs
 
     card = load_plugins().methods.get("qu2019-pixelwise")
-    assert card.option_of == "qu2019" and card.extra_losses == ("pixel_classes",)
+    assert card.option_of == "qu2019" and card.loss_terms == (PIXEL_CLASSES,)
+    assert PIXEL_CLASSES.name == "pixel_ce" and PIXEL_CLASSES.part == "whole"
+    assert card.check_outputs is check_pixel_logits
     model = build(card)
     out = model(torch.randn(2, 3, 64, 64))
     assert out["seg"].shape == (2, 1, 64, 64) and out["cls"].shape == (2, 2)
     assert out["pixel_logits"].shape == (2, 3, 64, 64)
+    assert check_pixel_logits(out, 2, 64) is None
+    assert "pixel_logits" in check_pixel_logits({"seg": out["seg"], "cls": out["cls"]}, 2, 64)
     # background everywhere except a malignant-looking square on image 0
     logits = torch.zeros(2, 3, 8, 8)
     logits[:, 0] = 4.0
@@ -197,7 +223,7 @@ def test_qu_pixelwise_option_reads_mask_and_class_from_one_pixel_map():
     masks[0, :, 2:5, 2:5] = 1
     target = torch.zeros(2, 8, 8, dtype=torch.long)
     target[0, 2:5, 2:5] = 2  # malignant (label 1) tumour pixels are class 2
-    loss = TrialLoss(SEG_CLS, ("pixel_classes",))
+    loss = build_loss(card, get_protocol("paper", "busi"))
     terms = loss.terms(voted, masks, torch.tensor([1, 0]))
     assert set(terms) == {"pixel_ce", "total"}
     assert torch.allclose(terms["total"], torch.nn.functional.cross_entropy(logits, target))

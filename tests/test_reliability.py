@@ -251,6 +251,7 @@ def test_pretrained_none_builds_every_method_without_the_network(monkeypatch, tm
     """With pretrained none nothing asks for weights, and no model or loss looks up a host or
     opens a socket (the guard does catch torchvision's download when weights are asked for)."""
     from mtlbench.cards import ModelConfig
+    from mtlbench.knobs import knob_values
     from mtlbench.train import build_loss
     from mtlbench.weights import required_weights
 
@@ -265,9 +266,11 @@ def test_pretrained_none_builds_every_method_without_the_network(monkeypatch, tm
     plugins = load_plugins()
     cards = [plugins.methods.get(n) for n in plugins.methods.names()]
     smoke = get_protocol("smoke", "synthetic", {"pretrained": "none"})
-    paper = get_protocol("paper", "busi", {"pretrained": "none", "lossnet_weight": "0",
-                                           "perceptual_weight": "0"})
-    assert required_weights(cards, smoke) == [] and required_weights(cards, paper) == []
+    paper = get_protocol("paper", "busi", {"pretrained": "none"})
+    off = {"lossnet_weight": "0", "perceptual_weight": "0"}
+    for card in cards:
+        assert required_weights(card, smoke, knob_values(card, "smoke")) == []
+        assert required_weights(card, paper, knob_values(card, "paper", off)) == []
     unet = plugins.methods.get("unet")
     with pytest.raises(AssertionError, match="network access attempted"):  # the guard works
         unet.build(ModelConfig(num_classes=2, image_size=32, pretrained="imagenet"))

@@ -96,16 +96,18 @@ def test_paper_checkpoint_selection_is_labelled_in_the_tables(tmp_path):
 def test_random_vgg_lossnet_is_marked_in_every_table(tmp_path):
     honest, random_vgg = result("cunet"), result("acsnet")
     honest.env = {"loss": "0.3·CE + 0.7·(Dice + 0.2·LossNet (ImageNet VGG-16))",
-                  "lossnet_vgg": "imagenet"}
+                  "caveats": []}
     random_vgg.env = {"loss": "0.3·CE + 0.7·(Dice + 0.2·LossNet (RANDOM VGG-16, not the "
-                              "paper's LossNet))", "lossnet_vgg": "random"}
+                              "paper's LossNet))",
+                      "caveats": ["trained with LossNet on a RANDOM VGG-16: not the paper's "
+                                  "LossNet"]}
     with Store(tmp_path / "s.sqlite") as store:
         store.record(honest)
         store.record(random_vgg)
         write_leaderboard(store, tmp_path)
     text = (tmp_path / "leaderboard.md").read_text()
     assert "| acsnet † |" in text and "| cunet |" in text
-    assert "not the paper's LossNet" in text
+    assert "† acsnet: trained with LossNet on a RANDOM VGG-16: not the paper's LossNet" in text
     records = json.loads((tmp_path / "leaderboard.json").read_text())["strict"]
     assert "RANDOM VGG-16" in next(r["loss"] for r in records if r["method"] == "acsnet")
 
@@ -126,3 +128,72 @@ def test_a_file_that_is_not_a_store_is_named(tmp_path):
     path.write_bytes(b"this is not SQLite" * 100)
     with pytest.raises(StoreError, match=f"{path} is not a readable mtlbench store"):
         Store(path)
+
+
+#: The trials table as mtlbench 0.1 (store schema 1) created it.
+SCHEMA_1_TRIALS = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema_version', '1');
+CREATE TABLE trials (
+    trial_id TEXT PRIMARY KEY,
+    dataset TEXT NOT NULL, method TEXT NOT NULL, fold INTEGER NOT NULL, seed INTEGER NOT NULL,
+    protocol_name TEXT NOT NULL, protocol_hash TEXT NOT NULL, protocol_json TEXT NOT NULL,
+    status TEXT NOT NULL, error TEXT NOT NULL DEFAULT '',
+    selected_epoch INTEGER, resumed_from_epoch INTEGER,
+    profile_json TEXT, timing_json TEXT, env_json TEXT,
+    recorded_at REAL NOT NULL
+);
+CREATE TABLE fold_metrics (trial_id TEXT NOT NULL, metric TEXT NOT NULL, value REAL,
+                           PRIMARY KEY (trial_id, metric));
+"""
+
+
+def test_a_store_of_mtlbench_0_1_is_migrated_and_reads_as_key_version_1(tmp_path):
+    """Trials stored before trial keys had a version and methods had knobs: the store gains
+    the new columns when opened, its trials read as key version 1 without knobs (their old
+    protocol, which held a method's loss weight, still parses), and new trials sit beside them
+    as rows of their own."""
+    from mtlbench.protocol import Protocol, get_protocol
+
+    path = tmp_path / "old.sqlite"
+    old_protocol = {**get_protocol("smoke").to_dict(), "lossnet_weight": 0.0,
+                    "lossnet_vgg": "imagenet", "perceptual_weight": 0.0,
+                    "overrides": [["lossnet_weight", 0.0]]}
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_1_TRIALS)
+    db.execute("INSERT INTO trials VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+               ("old-0", "ds", "cunet", 0, 2, "smoke", "0ldhash", json.dumps(old_protocol),
+                "finished", "", 3, -1, "{}", '{"wall_s": 1.0}', '{"loss": "Dice"}', 1.0))
+    db.execute("INSERT INTO fold_metrics VALUES ('old-0', 'strict.dice', 0.75)")
+    db.commit()
+    db.close()
+
+    with Store(path) as store:
+        (old,) = store.trials()
+        assert old["key_version"] == 1 and old["knobs"] == {} and old["variant"] == ""
+        assert Protocol.from_dict(old["protocol"]).knobs() == get_protocol("smoke").knobs()
+        new = result("cunet")
+        new.knobs, new.variant = {"lossnet_weight": 0.0, "lossnet_vgg": "imagenet"}, ""
+        store.record(new)
+        rows = leaderboard(store)
+    assert [(r.method, r.protocol_hash) for r in rows] == [("cunet", "0ldhash"), ("cunet", "abc")]
+    assert rows[0].metrics["Dice"][0] == pytest.approx(75.0)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == \
+            ("2",)
+
+
+def test_rows_are_told_apart_by_their_knobs(tmp_path):
+    plain, tuned = result("acsnet", fold=0), result("acsnet", fold=0)
+    tuned.trial_id = "acsnet-tuned-0"
+    plain.knobs, tuned.knobs = {"lossnet_weight": 0.2}, {"lossnet_weight": 0.5}
+    tuned.variant = "lossnet_weight=0.5"
+    with Store(tmp_path / "s.sqlite") as store:
+        store.record(plain)
+        store.record(tuned)
+        write_leaderboard(store, tmp_path)
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "| acsnet |" in text and "| acsnet [lossnet_weight=0.5] |" in text
+    records = json.loads((tmp_path / "leaderboard.json").read_text())["strict"]
+    assert [(r["variant"], r["knobs"]) for r in records] == [
+        ("", {"lossnet_weight": 0.2}), ("lossnet_weight=0.5", {"lossnet_weight": 0.5})]

@@ -11,10 +11,10 @@ from mtlbench.train import ModelContractError, TrialFailed, lr_factor, run_trial
 from mtlbench.trial import TrialSpec
 
 
-def spec_for(tmp_path, method="tiny", epochs=2, size=64, **overrides):
+def spec_for(tmp_path, method="tiny", epochs=2, size=64, knobs=(), **overrides):
     settings = {"epochs": str(epochs), "image_size": str(size), **overrides}
     protocol = get_protocol("smoke", "small", settings)
-    return TrialSpec("small", method, 0, protocol, str(tmp_path / "run"))
+    return TrialSpec("small", method, 0, protocol, str(tmp_path / "run"), knobs=tuple(knobs))
 
 
 def test_trial_returns_metrics_curve_profile_and_checkpoint(tmp_path, plugins):
@@ -134,12 +134,13 @@ def test_builtin_methods_train_end_to_end(tmp_path, plugins, method):
 
 
 def test_paper_loss_with_a_random_lossnet_is_recorded(tmp_path, plugins):
-    result = run_trial(spec_for(tmp_path, "acsnet", epochs=1, size=32, lossnet_weight="0.2",
-                                lossnet_vgg="random"), plugins)
+    knobs = (("lossnet_vgg", "random"), ("lossnet_weight", 0.2))
+    result = run_trial(spec_for(tmp_path, "acsnet", epochs=1, size=32, knobs=knobs), plugins)
     assert result.curve[0]["loss_lossnet"] > 0
     assert "RANDOM VGG-16, not the paper's LossNet" in result.env["loss"]
-    assert result.protocol["lossnet_vgg"] == "random"
-    assert result.env["lossnet_vgg"] == "random"
+    assert result.knobs == {"lossnet_vgg": "random", "lossnet_weight": 0.2}
+    assert "lossnet_vgg" not in result.protocol
+    assert any("RANDOM VGG-16" in c for c in result.env["caveats"])
 
 
 def test_code_loss_mode_learns_the_task_weights_and_resumes_them(tmp_path, plugins):
@@ -148,7 +149,7 @@ def test_code_loss_mode_learns_the_task_weights_and_resumes_them(tmp_path, plugi
     sigmas = [(r["sigma_dice"], r["sigma_ce"]) for r in result.curve]
     assert sigmas[0] != (1.0, 1.0) and sigmas[0] != sigmas[1]
     assert "loss_lossnet" not in result.curve[0]
-    assert result.env["loss"] == "code: uncertainty-weighted Dice + CE, no LossNet"
+    assert result.env["loss"] == "code: uncertainty-weighted Dice + CE, no extra terms"
     saved = torch.load(spec.checkpoint_path, weights_only=True)["loss"]["weighting.sigma"]
     assert saved.tolist() == pytest.approx(list(sigmas[-1]))
 

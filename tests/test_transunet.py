@@ -18,11 +18,11 @@ from mtlbench.plugins import load_plugins
 from mtlbench.profile import count_parameters, profile_model
 from mtlbench.protocol import get_protocol
 from mtlbench.weights import (
-    R50_VIT_IN21K,
     WeightsUnavailableError,
     ensure_weights,
     required_weights,
 )
+from mtlbench_methods.transunet import R50_VIT_IN21K
 
 SPEC_TRUE_MPARAMS = 105.3  # spec §7: TransUNet's real size at 256²
 POS_EMBED_256 = 16 * 16 * 768
@@ -46,7 +46,7 @@ def hf_cache(tmp_path, monkeypatch):
 
 def put_in_cache(cache, state):
     """Store ``state`` as the R50+ViT-B/16 file in ``cache``'s hub layout."""
-    repo = cache / f"models--{R50_VIT_IN21K.replace('/', '--')}"
+    repo = cache / f"models--{R50_VIT_IN21K.hf_repo.replace('/', '--')}"
     commit = "0" * 40
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
@@ -106,15 +106,15 @@ def test_imagenet21k_weights_load_from_the_hub_cache(card, hf_cache):
 
 def test_missing_imagenet21k_weights_stop_the_run_within_seconds(card, hf_cache, tmp_path):
     paper = get_protocol("paper", "busi")
-    assert required_weights([card], paper) == [R50_VIT_IN21K]
+    assert required_weights(card, paper) == [R50_VIT_IN21K]
     with pytest.raises(WeightsUnavailableError) as caught:
         ensure_weights([R50_VIT_IN21K])
     text = str(caught.value)
-    assert R50_VIT_IN21K in text and "hf download" in text and "--pretrained none" in text
+    assert R50_VIT_IN21K.name in text and "hf download" in text and "--pretrained none" in text
     started = time.time()
     result = CliRunner().invoke(main, ["run", "--methods", "transunet", "--pretrained",
                                        "imagenet", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2, result.output
-    assert R50_VIT_IN21K in " ".join(result.output.split())
+    assert R50_VIT_IN21K.name in " ".join(result.output.split())
     assert time.time() - started < 10
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -1,9 +1,9 @@
 """Five-fold splits: computed once, saved as JSON (case id + content hash per fold), reused.
 
 ``stratified-group`` (default): folds stratified by class, and a group (patient or
-near-duplicate cluster) never lands on both sides. ``paper``: the ACSNet code's split (spec §1),
-sklearn KFold(shuffle=True, random_state=seed) over the cases sorted naturally by id inside
-each class, classes in label order; not stratified and blind to groups.
+near-duplicate cluster) never lands on both sides. ``paper``: the reference paper's code's
+split (spec §1), sklearn KFold(shuffle=True, random_state=seed) over the cases sorted
+naturally by id inside each class, classes in label order; not stratified and blind to groups.
 """
 
 from __future__ import annotations

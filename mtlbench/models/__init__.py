@@ -1,32 +1,29 @@
-"""Building blocks of the ACSNet-family models, named after the paper's parts (spec §2)."""
+"""The core's library of generic building blocks for method authors (as ``timm.layers`` is
+for timm's models): a ResNet-18 encoder split into five stages, a UNet decoder skeleton with
+hooks for skip and stage modules, GroupNorm conv blocks, a squeeze-and-excitation channel
+attention, a GAP classification head and the encoder-decoder skeleton that joins them.
+
+What is named after one paper's parts lives in that method's plugin (``plugins/``).
+"""
 
 from .attention import ChannelAttention
 from .blocks import ConvGNReLU, DoubleConv, Up
 from .decoders import SegmentationHead, Stage9, UNetDecoder
-from .dsa import DSAModule, ModulatedDeformConv, SamplingDeformConv2d, sampled_deform_conv2d
 from .encoders import ResNet18Encoder
-from .gate import GateUnit
-from .heads import MultiScaleClassifier, SingleScaleClassifier, SpatialPyramidClassifier
+from .heads import SingleScaleClassifier
 from .skeleton import EncoderDecoderNet, SegmentationOnly, check_input
 
 __all__ = [
     "ChannelAttention",
     "ConvGNReLU",
-    "DSAModule",
     "DoubleConv",
     "EncoderDecoderNet",
-    "GateUnit",
-    "ModulatedDeformConv",
-    "MultiScaleClassifier",
     "ResNet18Encoder",
-    "SamplingDeformConv2d",
     "SegmentationHead",
     "SegmentationOnly",
     "SingleScaleClassifier",
-    "SpatialPyramidClassifier",
     "Stage9",
     "UNetDecoder",
     "Up",
     "check_input",
-    "sampled_deform_conv2d",
 ]

@@ -1,4 +1,6 @@
-"""The channel-attention block CA(C) of ACSNet's classification branch (spec §2.2)."""
+"""A channel-attention block CA(C) from average- and max-pooled descriptors (as in CBAM).
+
+Generic: the reference paper's classifier uses it (spec §2.2), and any head may."""
 
 from __future__ import annotations
 

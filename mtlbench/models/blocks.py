@@ -1,4 +1,4 @@
-"""Small building blocks shared by the ACSNet-family decoders (spec §2.2)."""
+"""Small building blocks shared by the UNet-style decoders (spec §2.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ACSNet-family UNet decoder: stages 6–9 and the segmentation head (spec §2.3)."""
+"""The UNet decoder skeleton: stages 6–9 and the segmentation head (spec §2.3)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def _identity_modules(count: int) -> list[nn.Module]:
 
 
 class UNetDecoder(nn.Module):
-    """Decoder stages 6–9 and the segmentation head of the ACSNet skeleton.
+    """Decoder stages 6–9 and the segmentation head of the skeleton.
 
     ``forward([e1, ..., e5])`` returns ``(seg_logits, d6)``: seg_logits is (B, 1, H, W) for an
     input image of size H×W (e1 is at H/2), and d6 (B, 512, H/16, W/16) is the stage-6 output
@@ -50,10 +50,10 @@ class UNetDecoder(nn.Module):
 
     Plug-in points (both default to identity, which gives the plain UNet of spec §8.1):
 
-    - ``skip_gates``: 5 modules applied to e1..e5 before the decoder uses them (the paper's gate
-      units GU64', GU64, GU128, GU256, GU512). Each must keep its input's shape.
-    - ``refiners``: 2 modules applied after the stage-6 and stage-7 DoubleConvs (the paper's
-      DSA512 and DSA256). Each must keep its input's shape.
+    - ``skip_gates``: 5 modules applied to e1..e5 before the decoder uses them (a method's
+      gating of the skips). Each must keep its input's shape.
+    - ``refiners``: 2 modules applied after the stage-6 and stage-7 DoubleConvs (a method's
+      refinement of those stages). Each must keep its input's shape.
 
     The features given to ``forward`` are not modified, so a classifier still sees ungated ones.
     """

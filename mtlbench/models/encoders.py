@@ -1,4 +1,4 @@
-"""The ResNet-18 encoder of ACSNet, split into the five paper stages (spec §2.1)."""
+"""A ResNet-18 encoder split into its five stages (spec §2.1), shared by most methods."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ACSNet-family skeleton: an encoder, an optional decoder and an optional classifier."""
+"""The encoder-decoder skeleton: an encoder, an optional decoder and an optional classifier."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ def write_report(run: str | Path, out_dir: str | Path | None = None, mode: str =
 
 def _section(setting: Setting, grid: int, figures_dir: Path) -> str:
     """The HTML of one setting; its figures are written to ``figures_dir`` as well."""
-    labels = {row.method: row.label for row in setting.rows}
+    labels = {row.entry: row.label for row in setting.rows}
     parts = ["<h3>Leaderboard</h3>", html.leaderboard_table(setting),
              html.leaderboard_notes(setting)]
 

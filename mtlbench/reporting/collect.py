@@ -9,7 +9,7 @@ from typing import Any
 
 from mtlbench.data.prepare import DatasetOptionError, parse_dataset_spec
 from mtlbench.metric_table import BY_COLUMN, METRICS
-from mtlbench.report import LeaderboardRow, leaderboard, metric_columns
+from mtlbench.report import LeaderboardRow, entry_name, leaderboard, metric_columns
 from mtlbench.store import Store
 
 #: The metrics that are means of per-image values, so per-image statistics apply
@@ -27,6 +27,7 @@ class Setting:
     image_size: int
     mode: str  # the metric mode of the report, "strict" or "paper"
     rows: list[LeaderboardRow]
+    # Keyed by row name (LeaderboardRow.entry: the method, with its non-default knobs).
     trials: dict[str, list[dict]] = field(default_factory=dict)  # method -> trials by fold
     images: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
     curves: dict[str, dict[int, list[dict]]] = field(default_factory=dict)  # method -> fold
@@ -38,7 +39,7 @@ class Setting:
 
     @property
     def methods(self) -> list[str]:
-        return [row.method for row in self.rows]
+        return [row.entry for row in self.rows]
 
     @property
     def title(self) -> str:
@@ -109,7 +110,7 @@ def collect(store: Store, mode: str = "strict", dataset: str | None = None,
         size = int(mine[0]["protocol"].get("image_size", 0))
         setting = Setting(ds, group[0].protocol, phash, size, mode, group)
         for trial in sorted(mine, key=lambda t: t["fold"]):
-            method = trial["method"]
+            method = entry_name(trial["method"], trial.get("variant") or "")
             setting.trials.setdefault(method, []).append(trial)
             cases = store.image_metrics(trial["trial_id"])
             setting.images.setdefault(method, {}).update(cases)
@@ -119,8 +120,8 @@ def collect(store: Store, mode: str = "strict", dataset: str | None = None,
             if predicted:
                 setting.predictions.setdefault(method, {}).update(predicted)
         setting.gallery = store.case_images(ds, size)
-        setting.published = {m: published_numbers(methods_registry, m, ds)
-                             for m in setting.methods}
+        setting.published = {row.entry: published_numbers(methods_registry, row.method, ds)
+                             for row in group}
         setting.classes = class_names(datasets_registry, ds)
         settings.append(setting)
     return settings

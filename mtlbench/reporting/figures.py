@@ -58,7 +58,7 @@ def box_plots(setting: Setting) -> bytes | None:
     panels = [(c, v) for c, v in panels if v]
     if not panels:
         return None
-    labels = {row.method: row.label for row in setting.rows}
+    labels = {row.entry: row.label for row in setting.rows}
     colour = colours(setting.methods)
     width = max(2.6, 0.55 * len(setting.methods) + 1.2)
     ncols = max(1, min(4, len(panels), int(16 // width)))  # about 16 inches wide at most
@@ -104,7 +104,7 @@ def training_curves(setting: Setting) -> bytes | None:
     panels = [(key, title) for key, title in CURVES if key in recorded]
     if not panels:
         return None
-    labels = {row.method: row.label for row in setting.rows}
+    labels = {row.entry: row.label for row in setting.rows}
     colour = colours(setting.methods)
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
@@ -144,7 +144,7 @@ def qualitative_grid(setting: Setting, cases: list[GridCase], methods: list[str]
     ``scores[method][case id]``; a method without a prediction for a case shows an empty cell."""
     if not cases:
         return None
-    labels = {row.method: row.label for row in setting.rows}
+    labels = {row.entry: row.label for row in setting.rows}
     ncols = 2 + len(methods)
     fig, axes = subplots(len(cases), ncols, 1.9, 2.1)
     for r, case in enumerate(cases):

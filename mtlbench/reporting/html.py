@@ -7,7 +7,7 @@ import math
 from html import escape
 
 from mtlbench.predictions import decode_png
-from mtlbench.report import RANDOM_LOSSNET_NOTE, cell, headline_columns
+from mtlbench.report import caveat_notes, cell, headline_columns
 from mtlbench.reporting.collect import Setting, class_label
 from mtlbench.reporting.grid import GridCase
 from mtlbench.reporting.significance import MetricStatistics
@@ -64,7 +64,7 @@ def leaderboard_table(setting: Setting) -> str:
     parts = ['<div class="wide"><table class="leaderboard">', "<tr>" + "".join(head1) + "</tr>",
              "<tr>" + "".join(head2) + "</tr>"]
     for row in setting.rows:
-        paper = setting.published.get(row.method, {})
+        paper = setting.published.get(row.entry, {})
         cells = []
         for column in columns:
             cells.append(f"<td>{escape(cell(row, column))}</td>")
@@ -73,7 +73,7 @@ def leaderboard_table(setting: Setting) -> str:
                 cells.append(f'<td class="paper">{mean:.2f} ± {std:.2f}</td>')
             else:
                 cells.append('<td class="paper">–</td>')
-        parts.append(f'<tr data-method="{escape(row.method)}">'
+        parts.append(f'<tr data-method="{escape(row.entry)}">'
                      f'<td class="method">{escape(row.label)}</td>' + "".join(cells)
                      + f"<td>{row.mparams:.2f}</td><td>{row.gflops:.2f}</td>"
                      f"<td>{len(row.folds)}</td></tr>")
@@ -94,8 +94,7 @@ def leaderboard_notes(setting: Setting) -> str:
     else:
         notes.append(f"The paper published no numbers for dataset {escape(setting.dataset)!r} "
                      "(or its methods are not registered here): the paper columns are empty.")
-    if any(r.random_lossnet for r in setting.rows):
-        notes.append(escape(RANDOM_LOSSNET_NOTE))
+    notes.extend(escape(note) for note in caveat_notes(setting.rows))
     return "".join(f'<p class="note">{n}</p>' for n in notes)
 
 
@@ -176,7 +175,7 @@ def grid_scores(setting: Setting, methods: list[str]) -> dict[str, dict[str, str
 def grid_table(setting: Setting, cases: list[GridCase], methods: list[str],
                scores: dict[str, dict[str, str]]) -> str:
     """The qualitative grid: a row per case; input, ground truth, then each method's mask."""
-    labels = {row.method: row.label for row in setting.rows}
+    labels = {row.entry: row.label for row in setting.rows}
     header = ('<tr><th class="method">case</th><th>input</th><th>ground truth</th>'
               + "".join(f'<th data-method="{escape(m)}">{escape(labels[m])}</th>'
                         for m in methods) + "</tr>")

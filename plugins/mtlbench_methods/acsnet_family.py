@@ -25,21 +25,21 @@ from functools import partial
 
 from mtlbench.cards import MethodCard, ModelConfig, cls_numbers, seg_numbers
 from mtlbench.hookspecs import hookimpl
-from mtlbench.models import (
+from mtlbench.models import EncoderDecoderNet, ResNet18Encoder, SingleScaleClassifier, UNetDecoder
+from mtlbench.weights import RESNET18_IMAGENET
+from mtlbench_methods.acsnet_parts import (
+    FLOP_FORMULAS,
+    MAC_RULES,
     DSAModule,
-    EncoderDecoderNet,
     GateUnit,
     MultiScaleClassifier,
-    ResNet18Encoder,
-    SingleScaleClassifier,
-    UNetDecoder,
 )
+from mtlbench_methods.perceptual import LOSSNET, LOSSNET_KNOBS
 
 ACSNET_CITATION = (
     "Q. He, Q. Yang, H. Su, Y. Wang, Multi-task learning for segmentation and classification "
     "of breast tumors from ultrasound images, Computers in Biology and Medicine (2024)."
 )
-RESNET18_IMAGENET = "torchvision/resnet18-imagenet"
 #: The methods `mtlbench run` trains when no --methods is given: the single-task segmentation
 #: baseline and the plain multi-task baseline. Five folds of both fit the 10-minute budget of
 #: the default job on a 2-core CPU in float32 (AVX2 only, where bf16 is emulated); ACSNet, 40%
@@ -157,8 +157,11 @@ def _card(name: str) -> MethodCard:
         family="multi-task" if len(parts.tasks) == 2 else "single-task",
         description=f"{description} {loss}", citation=ACSNET_CITATION, groups=groups,
         # Spec §3: the same L_seg (Dice + γ·LossNet) for every segmenting model of Table 1.
-        extra_losses=("lossnet",) if parts.seg else (),
+        loss_terms=(LOSSNET,) if parts.seg else (), knobs=LOSSNET_KNOBS if parts.seg else (),
         weights=(RESNET18_IMAGENET,), published=PUBLISHED[name],
+        # The deformable convolution of the DSA modules needs its own counting rules.
+        flop_formulas=FLOP_FORMULAS if parts.dsa else {},
+        mac_rules=MAC_RULES if parts.dsa else {},
         # The released code keeps the torchvision ResNet and re-wraps its children, so thop
         # counted the encoder twice (spec §7); `mtlbench profile` reproduces that figure.
         thop_double_counted=("encoder",),

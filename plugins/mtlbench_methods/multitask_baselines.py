@@ -14,25 +14,32 @@ image-level benign/malignant head, trained with the protocol's loss λ·CE + (1�
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtlbench.cards import ImageFeatures, MethodCard, ModelConfig, cls_numbers, seg_numbers
+from mtlbench.cards import (
+    ImageFeatures,
+    LossTerm,
+    MethodCard,
+    ModelConfig,
+    cls_numbers,
+    seg_numbers,
+)
 from mtlbench.hookspecs import hookimpl
-from mtlbench.losses import PIXEL_LOGITS
 from mtlbench.models import (
     EncoderDecoderNet,
     ResNet18Encoder,
     SingleScaleClassifier,
-    SpatialPyramidClassifier,
     UNetDecoder,
     check_input,
 )
+from mtlbench.weights import RESNET18_IMAGENET
+from mtlbench_methods.perceptual import QU_PERCEPTUAL, QU_PERCEPTUAL_KNOBS
 
-RESNET18_IMAGENET = "torchvision/resnet18-imagenet"
 CITATIONS = {
     "chen2019": "C. Chen, W. Bai, D. Rueckert, Multi-task learning for left atrial segmentation "
                 "on GE-MRI, STACOM 2018 (LNCS 11395, 2019).",
@@ -50,6 +57,36 @@ def _encoder(config: ModelConfig) -> ResNet18Encoder:
 
 
 # --- Chen et al. 2019 -------------------------------------------------------------------------
+
+class SpatialPyramidClassifier(nn.Module):
+    """Chen et al. 2019's head: spatial-pyramid max pooling → FC → dropout → FC (spec §8.3).
+
+    ``forward(x)`` max-pools (B, in_ch, h, w) into ``bins`` × ``bins`` grids (4, 2, 1: 21 cells,
+    10752 values for 512 channels), then FC → hidden, dropout, FC → num_classes, with no
+    nonlinearity between the two FCs, as in the original code. Reads e5 in the skeleton.
+    """
+
+    def __init__(self, in_ch: int = 512, bins: Sequence[int] = (4, 2, 1), hidden: int = 512,
+                 num_classes: int = 2, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.pools = nn.ModuleList(nn.AdaptiveMaxPool2d(b) for b in bins)
+        self.fc1 = nn.Linear(in_ch * sum(b * b for b in bins), hidden)
+        # The original applies Dropout2d to the (B, hidden) vector, which torch treats as plain
+        # dropout on 2-D input (with a deprecation warning); this is that dropout, stated.
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([torch.flatten(pool(x), 1) for pool in self.pools], dim=1)
+        return self.fc2(self.dropout(self.fc1(pooled)))
+
+    def from_features(
+        self, features: Sequence[torch.Tensor], d6: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Classify from e5 (``features[-1]``); ignores d6."""
+        return self(features[-1])
+
+
 
 def build_chen2019(config: ModelConfig) -> EncoderDecoderNet:
     """UNet skeleton + SPP head (bins 4, 2, 1 on e5 → 10752 → 512 → dropout 0.5 → K)."""
@@ -158,6 +195,48 @@ class QuNet(nn.Module):
         return {"seg": logits, "cls": self.classifier(e5)}
 
 
+PIXEL_LOGITS = "pixel_logits"
+
+
+def pixel_class_loss(outputs: dict[str, torch.Tensor], masks: torch.Tensor,
+                     labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``outputs["pixel_logits"]`` (B, 1 + K, H, W) against the map that is 0
+    on background and 1 + the image's class on its tumour pixels (Qu et al. 2019's
+    "fine-grained" pixel classification, spec §8.4)."""
+    logits = outputs.get(PIXEL_LOGITS)
+    if logits is None:
+        raise KeyError(f"the pixel-wise loss needs the model to return {PIXEL_LOGITS!r} "
+                       "(B, 1 + K, H, W) besides 'seg' and 'cls'")
+    target = (masks[:, 0] > 0.5).long() * (labels.view(-1, 1, 1) + 1)
+    return F.cross_entropy(logits.float(), target)
+
+
+class PixelClassLoss(nn.Module):
+    """``pixel_class_loss`` as a loss term module."""
+
+    def forward(self, outputs, masks, labels):
+        return pixel_class_loss(outputs, masks, labels)
+
+
+#: Qu et al.'s pixel-wise form: the whole loss is a pixel cross-entropy over background + K
+#: classes on the model's "pixel_logits" (both tasks come from one map).
+PIXEL_CLASSES = LossTerm(
+    name="pixel_ce", part="whole", build=lambda knobs, protocol: PixelClassLoss(),
+    describe=lambda knobs: "pixel CE over background + K classes (Qu et al.'s pixel-wise form)",
+)
+
+
+def check_pixel_logits(outputs: dict[str, torch.Tensor], batch: int, size: int) -> str | None:
+    """The pixel-wise loss needs ``pixel_logits`` of shape (B, 1 + K, H, W), K from ``cls``."""
+    classes = tuple(outputs["cls"].shape)[1] if "cls" in outputs else None
+    wanted = (batch, None if classes is None else 1 + classes, size, size)
+    shape = tuple(outputs[PIXEL_LOGITS].shape) if PIXEL_LOGITS in outputs else None
+    if shape != wanted:
+        return (f"its pixel-wise loss needs {PIXEL_LOGITS!r} of shape (B, 1 + K, H, W) = "
+                f"{wanted}, got {shape}")
+    return None
+
+
 def pixelwise_outputs(pixel_logits: torch.Tensor, vote: bool) -> dict[str, torch.Tensor]:
     """The model contract from (B, 1 + K, H, W) pixel logits (spec §8.4, ``--qu-pixelwise``).
 
@@ -187,12 +266,12 @@ def build_qu2019(config: ModelConfig, pixelwise: bool = False) -> QuNet:
 # --- Wang et al. 2018 -------------------------------------------------------------------------
 
 def _wang_filters(images):
-    from mtlbench.filters import wang_features_batch  # numpy FFTs; imported when first needed
+    from mtlbench_methods.wang_filters import wang_features_batch  # numpy FFTs, when needed
 
     return wang_features_batch(images)
 
 
-#: Phase symmetry, local energy and a shadow map of each gray image (mtlbench.filters).
+#: Phase symmetry, local energy and a shadow map of each gray image (wang_filters).
 WANG_FILTERS = ImageFeatures(
     name="wang2018-filters-v1", channels=3, compute=_wang_filters,
     description="local phase symmetry and local energy of the monogenic signal (log-Gabor, "
@@ -316,12 +395,13 @@ DESCRIPTIONS = {
 }
 
 
-def _card(name: str, build, extra_losses=(), thop_double_counted=("encoder",),
+def _card(name: str, build, loss_terms=(), knobs=(), thop_double_counted=("encoder",),
           image_features=None) -> MethodCard:
     return MethodCard(
         name=name, build=build, tasks=frozenset({"seg", "cls"}), family="multi-task",
         description=DESCRIPTIONS[name], citation=CITATIONS[name], groups=("comparison",),
-        extra_losses=extra_losses, weights=(RESNET18_IMAGENET,), published=PUBLISHED[name],
+        loss_terms=loss_terms, knobs=knobs, weights=(RESNET18_IMAGENET,),
+        published=PUBLISHED[name],
         thop_double_counted=thop_double_counted, image_features=image_features,
     )
 
@@ -344,8 +424,8 @@ CHEN_MTNET = MethodCard(
 QU_PIXELWISE = MethodCard(
     name="qu2019-pixelwise", build=partial(build_qu2019, pixelwise=True),
     tasks=frozenset({"seg", "cls"}), family="multi-task", option_of="qu2019",
-    citation=CITATIONS["qu2019"], extra_losses=("pixel_classes",),
-    weights=(RESNET18_IMAGENET,),
+    citation=CITATIONS["qu2019"], loss_terms=(PIXEL_CLASSES,),
+    check_outputs=check_pixel_logits, weights=(RESNET18_IMAGENET,),
     description=(
         "Qu et al.'s pixel-wise formulation (an option of qu2019, spec §8.4): the same "
         "ResNet-18 + Qu decoder with 1 + K output channels (background, benign tumour, "
@@ -366,6 +446,6 @@ def mtlbench_register_methods(register):
                    image_features=WANG_FILTERS))
     register(_card("chen2019", build_chen2019))
     register(CHEN_MTNET)
-    register(_card("qu2019", build_qu2019, extra_losses=("qu_perceptual",),
-                   thop_double_counted=()))
+    register(_card("qu2019", build_qu2019, loss_terms=(QU_PERCEPTUAL,),
+                   knobs=QU_PERCEPTUAL_KNOBS, thop_double_counted=()))
     register(QU_PIXELWISE)

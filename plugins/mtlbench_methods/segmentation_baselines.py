@@ -15,8 +15,8 @@ from torch import nn
 from mtlbench.cards import MethodCard, ModelConfig, seg_numbers
 from mtlbench.hookspecs import hookimpl
 from mtlbench.models import ResNet18Encoder, SegmentationOnly
+from mtlbench.weights import RESNET18_IMAGENET
 
-RESNET18_IMAGENET = "torchvision/resnet18-imagenet"
 CITATIONS = {
     "fcn": "J. Long, E. Shelhamer, T. Darrell, Fully convolutional networks for semantic "
            "segmentation, CVPR 2015.",

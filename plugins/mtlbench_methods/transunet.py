@@ -1,7 +1,8 @@
 """TransUNet (R50 + ViT-B/16, cascaded upsampler, three skips), compared in Tables 5 and 7.
 
-The model lives in ``mtlbench.models.transunet``; it is imported when a trial builds it, so
-listing methods does not pay for importing timm's transformer code.
+The model lives in ``transunet_net``; it is imported when a trial builds it, so listing
+methods does not pay for importing timm's transformer code. The card declares the pretrained
+file it loads (ImageNet-21k R50+ViT-B/16 from the Hugging Face hub).
 """
 
 from __future__ import annotations
@@ -9,7 +10,16 @@ from __future__ import annotations
 from mtlbench.cards import MethodCard, ModelConfig, seg_numbers
 from mtlbench.hookspecs import hookimpl
 from mtlbench.models import SegmentationOnly
-from mtlbench.weights import R50_VIT_IN21K
+from mtlbench.weights import WeightsSource
+
+R50_VIT_IN21K = WeightsSource(
+    "timm/vit_base_r50_s16_224.orig_in21k", "model.safetensors",
+    "https://huggingface.co/timm/vit_base_r50_s16_224.orig_in21k/resolve/main/"
+    "model.safetensors",
+    "R50+ViT-B/16 ImageNet-21k weights for TransUNet (timm's port of Google's "
+    "R50+ViT-B_16.npz)",
+    hf_repo="timm/vit_base_r50_s16_224.orig_in21k",
+)
 
 CITATION = ("J. Chen, Y. Lu, Q. Yu, X. Luo, E. Adeli, Y. Wang, L. Lu, A. L. Yuille, Y. Zhou, "
             "TransUNet: Transformers make strong encoders for medical image segmentation, "
@@ -35,7 +45,7 @@ PUBLISHED = {
 
 
 def build_transunet(config: ModelConfig) -> SegmentationOnly:
-    from mtlbench.models.transunet import PATCH_GRID_STRIDE, TransUNet, load_r50_vit_in21k
+    from mtlbench_methods.transunet_net import PATCH_GRID_STRIDE, TransUNet, load_r50_vit_in21k
 
     net = TransUNet(config.image_size)
     if config.pretrained == "imagenet":

@@ -1,12 +1,52 @@
-"""The DSAModule of ACSNet (paper Eqs. 4–7, spec §2.2) and its modulated deformable conv."""
+"""ACSNet's own parts (He et al., spec §2.2–2.3): the gate unit, the DSA module with its
+modulated deformable convolution, and the multi-scale classification branch; plus the counting
+rules of the deformable convolution (FLOPs and thop-style MACs), which the method cards declare.
+
+Generic blocks (the ResNet-18 encoder, the UNet decoder skeleton, ConvGNReLU, channel attention)
+come from ``mtlbench.models``, the core's library for method authors.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import DeformConv2d
 
+from mtlbench.models import ChannelAttention, ConvGNReLU
+from mtlbench.thop_rules import conv_rule
+
+# --- the gate unit GU(C) (paper Eqs. 1–3; the released code calls it "GSA") ------------------
+
+class GateUnit(nn.Module):
+    """Rescales a feature map by two learned per-image gates, then refines it with a 3×3 conv.
+
+    Gate branch: 3×3 conv C→C/8 + GN(C/16) + ReLU, 3×3 conv C/8→2, sigmoid. Channel 0 is
+    average-pooled to the scalar G¹, channel 1 max-pooled to G² (Eqs. 1–2). Output (Eq. 3):
+    ReLU(GN(C/4)(Conv3×3(X·G¹ + X·G²))). Keeps the shape of X; needs C divisible by 16.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        if channels % 16:
+            raise ValueError(f"GateUnit: {channels} channels is not a multiple of 16")
+        self.gate = nn.Sequential(
+            ConvGNReLU(channels, channels // 8, groups=channels // 16),
+            nn.Conv2d(channels // 8, 2, kernel_size=3, padding=1, bias=True),
+        )
+        self.refine = ConvGNReLU(channels, channels, groups=channels // 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gates = torch.sigmoid(self.gate(x))
+        g_avg = gates[:, 0:1].mean(dim=(2, 3), keepdim=True)  # G¹: global average pooling
+        g_max = gates[:, 1:2].amax(dim=(2, 3), keepdim=True)  # G²: global max pooling
+        return self.refine(x * g_avg + x * g_max)
+
+
+# --- the DSA module (paper Eqs. 4–7) and its modulated deformable convolution ----------------
 
 def sampled_deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
                           weight: torch.Tensor, padding: int) -> torch.Tensor:
@@ -109,3 +149,65 @@ class DSAModule(nn.Module):
         s1 = torch.sigmoid(self.mean_attention(x.mean(dim=1, keepdim=True)))
         s2 = torch.sigmoid(self.max_attention(x.amax(dim=1, keepdim=True)))
         return self.deform_out(torch.cat([x * s1, x * s2], dim=1))
+
+
+# --- the multi-scale classification branch (spec §2.3) ---------------------------------------
+
+class MultiScaleClassifier(nn.Module):
+    """The multi-scale classification branch on stages 4, 5 and 6 (spec §2.3).
+
+    From e4 (256 × h × w), e5 (512 × h/2 × w/2) and the decoder's d6 (512 × h × w): each scale
+    goes through its own channel attention (``attention=True``; identity otherwise, the
+    paper's C_MS UNet), e5 is upsampled ×2 (bilinear, align_corners=True), the three maps are
+    concatenated (1280 channels), average-pooled and classified by FC 1280→640 → ReLU →
+    FC 640→num_classes. The encoder features it reads are the ungated ones.
+    """
+
+    def __init__(self, num_classes: int = 2, attention: bool = True,
+                 channels: tuple[int, int, int] = (256, 512, 512)) -> None:
+        super().__init__()
+        c4, c5, c6 = channels
+
+        def attend(c: int) -> nn.Module:
+            return ChannelAttention(c) if attention else nn.Identity()
+
+        self.attention4, self.attention5, self.attention6 = attend(c4), attend(c5), attend(c6)
+        self.up5 = nn.Upsample(scale_factor=2.0, mode="bilinear", align_corners=True)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        total = c4 + c5 + c6
+        self.fc1 = nn.Linear(total, total // 2)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = nn.Linear(total // 2, num_classes)
+
+    def forward(self, e4: torch.Tensor, e5: torch.Tensor, d6: torch.Tensor) -> torch.Tensor:
+        maps = [self.attention4(e4), self.up5(self.attention5(e5)), self.attention6(d6)]
+        x = torch.flatten(self.pool(torch.cat(maps, dim=1)), 1)
+        return self.fc2(self.relu(self.fc1(x)))
+
+    def from_features(
+        self, features: Sequence[torch.Tensor], d6: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Classify from e4, e5 (``features[3:5]``) and d6; d6 is required (needs a decoder)."""
+        if d6 is None:
+            raise ValueError("MultiScaleClassifier reads the decoder's stage 6: build the "
+                             "network with a decoder")
+        return self(features[3], features[4], d6)
+
+
+# --- counting rules of the deformable convolution --------------------------------------------
+
+def deform_conv2d_flops(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    """torchvision's deform_conv2d counted like a convolution of the same shape: 2 FLOPs per
+    multiply-add of its weights. The bilinear sampling and the mask (about 5 multiply-adds per
+    sampled value, ~1% of the total at ACSNet's widths) are not counted, as for thop."""
+    c_out, c_in_per_group, kh, kw = weight_shape
+    return 2 * math.prod(out_shape) * c_in_per_group * kh * kw
+
+
+#: FLOP formulas (mtlbench.profile) for the operators of ACSNet's parts.
+FLOP_FORMULAS = {torch.ops.torchvision.deform_conv2d: deform_conv2d_flops}
+#: thop-style MAC rules (mtlbench.thop_rules) for its modules: a deformable convolution counts
+#: like a convolution of the same shape, which is what thop counted for the pure-PyTorch DCN
+#: of the paper's code (its main conv is an nn.Conv2d with stride = kernel over the sampled
+#: map). Sampling is not counted.
+MAC_RULES = {DeformConv2d: conv_rule, SamplingDeformConv2d: conv_rule}

@@ -1,0 +1,85 @@
+"""What identifies a trial and a leaderboard row: one versioned key, designed once.
+
+A trial's id is the hash of its key's fields. **Version 2** (mtlbench 0.2) holds the dataset
+(with its options), the method, the method's knob values, the fold, the seed and the protocol
+hash. Later versions add fields (training seeds as replicates, a task-balancing, an external
+test dataset, a dataset's own split): each such field is added to ``TrialKey`` with a default,
+and enters the hashed form only when it differs from that default, so every id computed
+before the field existed stays what it was: adding a field is not a break. A change of what an
+existing field means bumps ``KEY_VERSION``.
+
+**Version 1** (mtlbench 0.1) hashed dataset, method, fold, protocol hash and seed, without a
+version field and without knobs; its protocol hash also covered settings that are knobs now.
+Trials of version 1 stay readable in old stores (``key_version`` 1 there) and show as rows of
+their own; they are never matched to a version-2 trial.
+
+A leaderboard row is a trial key without its replicates (the fold today; the seed too once
+seeds are replicates): ``RowKey``. Its ``variant`` names the knobs that differ from the
+method's defaults under the protocol, so tables can say "mynet [aux_weight=0.5]" beside
+"mynet".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+KEY_VERSION = 2
+
+Knobs = tuple[tuple[str, Any], ...]
+
+
+def knobs_tuple(knobs: dict[str, Any] | Knobs) -> Knobs:
+    """Knob values as a sorted tuple of (name, value): hashable, stable."""
+    items = knobs.items() if isinstance(knobs, dict) else knobs
+    return tuple(sorted((str(k), v) for k, v in items))
+
+
+@dataclass(frozen=True)
+class RowKey:
+    """One leaderboard row: a method (with its knob values) on a dataset under a protocol."""
+
+    dataset: str
+    protocol_hash: str
+    method: str
+    knobs: Knobs = ()
+
+    @property
+    def text(self) -> str:
+        """A stable string of the key (for matching rows of two leaderboards)."""
+        return json.dumps([self.dataset, self.protocol_hash, self.method, dict(self.knobs)],
+                          sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class TrialKey:
+    """The fields that identify one trial (version ``KEY_VERSION``)."""
+
+    dataset: str
+    method: str
+    fold: int
+    seed: int
+    protocol_hash: str
+    knobs: Knobs = ()
+
+    def fields(self) -> dict[str, Any]:
+        """The hashed form. A field added later joins it only away from its default."""
+        return {"v": KEY_VERSION, "dataset": self.dataset, "method": self.method,
+                "fold": self.fold, "seed": self.seed, "protocol": self.protocol_hash,
+                "knobs": dict(self.knobs)}
+
+    @property
+    def trial_id(self) -> str:
+        text = json.dumps(self.fields(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def row(self) -> RowKey:
+        return RowKey(self.dataset, self.protocol_hash, self.method, self.knobs)
+
+
+def variant_text(knobs: dict[str, Any], defaults: dict[str, Any]) -> str:
+    """The knobs that differ from ``defaults``, as ``name=value`` joined by commas ("" when
+    none): what tells two rows of one method apart."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(knobs.items()) if defaults.get(k) != v)
