@@ -94,7 +94,7 @@ def test_cards_carry_tables_5_and_7(cards):
     assert cards["deeplabv3plus"].published["busi"]["Dice"] == (83.34, 0.96)
     assert cards["unetplusplus"].published["busi"]["gmacs_paper"] == (35.20, 0.0)
     assert cards["fpn"].published["bus"]["HD95"] == (14.28, 1.87)
-    assert cards["fcn"].weights == ("torchvision/resnet18-imagenet",)
+    assert [w.name for w in cards["fcn"].weights] == ["torchvision/resnet18-imagenet"]
     comparison = load_plugins().method_groups("comparison")
     assert [m for m in comparison if m in METHODS + ["transunet"]] == [
         "fcn", "deeplabv3plus", "fpn", "unetplusplus", "transunet"]
@@ -110,11 +110,11 @@ def test_profile_command_formats():
     args = ["profile", "--methods", "fcn,unet", "--size", "64"]
     records = json.loads(CliRunner().invoke(main, [*args, "--no-speed", "--json"]).output)
     assert [r["method"] for r in records] == ["unet", "fcn"]
-    assert records[0]["latency_ms"] is None and records[0]["table5_gmacs"] is None
+    assert records[0]["latency_ms"] is None and records[0]["published_gmacs"] is None
     csv_text = CliRunner().invoke(main, [*args, "--format", "csv", "--batch-size", "2"]).output
     header, *rows = csv_text.strip().splitlines()
     assert header.startswith("method,size,params_m,gflops,gmacs,paper_convention_params_m")
     assert "latency_ms" in header and len(rows) == 2
     table = CliRunner().invoke(main, ["profile", "--methods", "fcn", "--size", "256",
                                       "--no-speed"]).output
-    assert "22.35" in table and "9.54" in table  # ours (paper convention) beside Table 5
+    assert "22.35" in table and "9.54" in table  # ours (paper convention) beside the published Table 5
