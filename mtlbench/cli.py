@@ -218,7 +218,8 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root
     try:
         names = _select_methods(plugins, methods)
         overrides, knob_overrides = split_settings(
-            _parse_sets(sets), [plugins.methods.get(n) for n in names])
+            _parse_sets(sets), [plugins.methods.get(n) for n in names],
+            [card for _, card in plugins.methods.items()])
         if pretrained is not None:
             overrides["pretrained"] = pretrained
         protocol = get_protocol(protocol_name, parse_dataset_spec(dataset)[0], overrides)

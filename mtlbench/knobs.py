@@ -17,9 +17,10 @@ from mtlbench.identity import Knobs, knobs_tuple, variant_text
 from mtlbench.protocol import ProtocolError, parse_value, setting_names
 
 
-def split_settings(overrides: dict[str, str],
-                   cards: list[MethodCard]) -> tuple[dict[str, str], dict[str, str]]:
-    """(protocol settings, method knobs) of ``--set``'s key=value pairs."""
+def split_settings(overrides: dict[str, str], cards: list[MethodCard],
+                   registered: list[MethodCard] = ()) -> tuple[dict[str, str], dict[str, str]]:
+    """(protocol settings, method knobs) of ``--set``'s key=value pairs; ``cards`` are the
+    run's methods, ``registered`` all methods (to say which have a knob the run's lack)."""
     protocol_keys = set(setting_names())
     knob_keys = {k.name for card in cards for k in card.knobs}
     protocol, knobs = {}, {}
@@ -30,6 +31,11 @@ def split_settings(overrides: dict[str, str],
         elif key in knob_keys:
             knobs[key] = value
         else:
+            elsewhere = [c.name for c in registered if c.knob(key) is not None]
+            if elsewhere:
+                raise ProtocolError(
+                    f"--set {key}: a knob of {', '.join(elsewhere)}, but of none of this run's "
+                    f"methods ({', '.join(c.name for c in cards)})")
             everything = sorted(protocol_keys | knob_keys)
             close = difflib.get_close_matches(key, everything, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""

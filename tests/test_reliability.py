@@ -287,6 +287,12 @@ def test_pretrained_none_builds_every_method_without_the_network(monkeypatch, tm
     (["--set", "batch_size=1.5"], "batch_size"),
     (["--set", "epochs=-1"], "epochs=-1 must be >= 1"),
     (["--set", "precision=fp8"], "precision"),
+    (["--methods", "fcn", "--set", "lossnet_weight=0.5"],
+     "--set lossnet_weight: a knob of unet, cunet"),
+    (["--methods", "acsnet", "--set", "lossnet_vgg=rnd"],
+     "method 'acsnet' (plugin 'acsnet'): knob lossnet_vgg='rnd': must be one of imagenet, random"),
+    (["--methods", "acsnet", "--set", "lossnet_weight=x"], "lossnet_weight='x': expected float"),
+    (["--set", "gamma=1"], "unknown setting 'gamma'"),
     (["--metods", "unet"], "No such option '--metods'. (Did you mean one of: '--folds', "
                               "'--methods'"),
 ])
