@@ -117,4 +117,4 @@ def test_profile_command_formats():
     assert "latency_ms" in header and len(rows) == 2
     table = CliRunner().invoke(main, ["profile", "--methods", "fcn", "--size", "256",
                                       "--no-speed"]).output
-    assert "22.35" in table and "9.54" in table  # ours (paper convention) beside the published Table 5
+    assert "22.35" in table and "9.54" in table  # ours (paper convention), Table 5
