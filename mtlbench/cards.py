@@ -188,8 +188,8 @@ class MethodCard:
     figures, counted their parameters twice and their MACs four times (spec §7).
     ``image_features``: fixed feature channels computed once per image and appended to the
     model's input (see ImageFeatures); None for image-only methods. ``option_of`` names the
-    method this one is an option (a variant) of, e.g. FCN-8s of FCN: ``--methods all`` leaves
-    options out; they run when named or with ``--methods options``.
+    method this one is an option (a variant) of, e.g. a network with more skips of another:
+    ``--methods all`` leaves options out; they run when named or with ``--methods options``.
     """
 
     name: str
@@ -278,6 +278,9 @@ class DatasetCard:
     # receive them as keyword arguments (strings), and classes_for(options) names the classes.
     options: tuple[str, ...] = ()
     classes_for: Callable[[dict[str, str]], tuple[str, ...]] | None = None
+    # Checks the option values when the spec is parsed (before anything is read); raises
+    # mtlbench.data.prepare.DatasetOptionError naming the option.
+    validate: Callable[[dict[str, str]], None] | None = None
 
     def class_names(self, options: dict[str, str]) -> tuple[str, ...]:
         return self.classes_for(options) if self.classes_for else tuple(self.classes)

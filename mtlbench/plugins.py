@@ -49,7 +49,7 @@ class PluginInfo:
     executors: list[str] = field(default_factory=list)
 
 
-#: The group of methods that are options of another method (e.g. FCN-8s of FCN).
+#: The group of methods that are options (variants) of another method.
 OPTIONS_GROUP = "options"
 
 

@@ -23,6 +23,7 @@ NAMES = (
     # method names
     "acsnet", "clsnet", "cunet", "cugnet", "caunet", "cuanet", "cuganet", "cmsunet", "camsunet",
     "wang2018", "chen2019", "qu2019", "transunet", "deeplabv3plus", "unetplusplus", "fcn8s",
+    "FCN-8s", "DeepLabV3+", "UNet++", "TransUNet",
     # their papers' authors, as the cards and descriptions name them
     "Wang et al", "Chen et al", "Qu et al", "Qu's",
     # ACSNet's parts and loss
