@@ -186,13 +186,23 @@ def load_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler,
         raise TrialFailed(f"checkpoint {path} belongs to trial {payload['trial_id']!r}{other}, "
                           f"not to {spec.trial_id!r} ({spec.label}, protocol "
                           f"{spec.protocol.hash}); {restart}")
-    model.load_state_dict(payload["model"])
-    loss.load_state_dict(payload.get("loss", {}))
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    generator.set_state(payload["generator"])
-    torch.set_rng_state(payload["torch_rng"])
-    # Checkpoints written before precisions were recorded: those epochs' precision is unknown.
-    precisions = payload.get("precisions") or ["unknown"] * (payload["epoch"] + 1)
-    return TrainState(payload["epoch"], list(payload["curve"]), payload["best_score"],
-                      payload["best_epoch"], payload["best_model"], list(precisions))
+    try:
+        model.load_state_dict(payload["model"])
+        loss.load_state_dict(payload.get("loss", {}))
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        generator.set_state(payload["generator"])
+        torch.set_rng_state(payload["torch_rng"])
+        # Checkpoints written before precisions were recorded: those epochs' precision is
+        # unknown.
+        precisions = payload.get("precisions") or ["unknown"] * (payload["epoch"] + 1)
+        return TrainState(int(payload["epoch"]), list(payload["curve"]), payload["best_score"],
+                          payload["best_epoch"], payload["best_model"], list(precisions))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        # The file is the trial's, but its tensors do not fit the model, optimizer or
+        # generator (edited, or written by another version of the method): the file's fault,
+        # not the method's.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrialFailed(f"checkpoint {path} is this trial's but its contents do not fit "
+                          f"(the method is not at fault: {type(exc).__name__}: {first}); "
+                          f"{restart}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -40,9 +41,10 @@ from mtlbench.data.prepare import (
     canonical_dataset_spec,
     lookup_dataset,
     parse_dataset_spec,
+    reading,
     resolve_root,
 )
-from mtlbench.data.splits import SplitMismatchError
+from mtlbench.data.splits import SplitMismatchError, TooFewCasesError
 from mtlbench.executors import (
     DEFAULT_EXECUTOR,
     ExecutorContext,
@@ -69,19 +71,26 @@ from mtlbench.report import (
     to_records,
     write_leaderboard,
 )
-from mtlbench.runner import RunLockedError, execute, plan_run, run_lock
+from mtlbench.runner import RunFolderError, RunLockedError, execute, plan_run, run_lock
 from mtlbench.store import STORE_NAME, Store, StoreError
 from mtlbench.trial import DEFAULT_CHECKPOINT_EVERY_S, SpeedOptions, TrialResult, TrialSpec
 from mtlbench.weights import WeightsUnavailableError
 
 # Piped output (logs, CI) gets a wide console so the leaderboard is not squeezed to 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 180, log_path=False)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 180)
+# emoji=False: rich would turn ":x:" in a file name (scan:x:01.png) into an emoji.
+console = Console(width=None if sys.stdout.isatty() else 180, log_path=False, emoji=False)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 180, emoji=False)
 
 USER_ERRORS = (UnknownNameError, ProtocolError, ExecutorOptionError, ExecutorError,
                DataNotFoundError, DatasetLayoutError, DatasetOptionError, SplitMismatchError,
-               WeightsUnavailableError, RunLockedError, StoreError)
+               TooFewCasesError, WeightsUnavailableError, RunLockedError, RunFolderError,
+               StoreError)
 DEFAULT_OUT = "mtlbench-runs"
+
+
+def damaged_store_message(path, exc: Exception) -> str:
+    return (f"store {path} is damaged ({exc}); the results it still holds may be readable "
+            "with `sqlite3 FILE .recover`; move it away to start a new store")
 
 
 def _plugins() -> Plugins:
@@ -120,10 +129,13 @@ def _parse_folds(text: str | None) -> list[int] | None:
     if not text:
         return None
     try:
-        return sorted({int(x) for x in text.split(",") if x.strip()})
+        folds = sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError:
+        folds = []
+    if not folds:
         raise click.BadParameter(f"{text!r}: expected fold numbers like 0,1,2",
-                                 param_hint="--folds") from None
+                                 param_hint="--folds")
+    return folds
 
 
 def _emit(records: list[dict], as_json: bool, title: str, columns: dict) -> None:
@@ -245,7 +257,20 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root
     if note is not None:
         console.print(escape(note))
         return
-    _show_leaderboard(run_dir, dataset, protocol.hash)
+    if summary.unstored:
+        err_console.print(f"[bold red]The store {run_dir / STORE_NAME} could not take "
+                          f"{len(summary.unstored)} result(s)[/] "
+                          f"({escape(summary.unstored[0][2])}); nothing trained is lost:")
+        for result, path, _ in summary.unstored:
+            err_console.print(f"  {escape(result.method)} fold {result.fold} → {path}")
+        err_console.print("Repair or replace the store (move it away and the next run starts a "
+                          "new one), then run the same command again: it stores these "
+                          "result files first and trains none of their trials again.")
+        sys.exit(1)
+    try:
+        _show_leaderboard(run_dir, dataset, protocol.hash)
+    except (StoreError, sqlite3.DatabaseError) as exc:
+        err_console.print(f"[yellow]note:[/] the leaderboard cannot be shown ({escape(str(exc))})")
     for path in summary.leaderboard_files:
         console.print(f"[dim]wrote {path}[/]")
     console.print(f"Summary: {len(summary.finished)} trial(s) finished, {len(summary.failed)} "
@@ -310,7 +335,7 @@ def _select_methods(plugins: Plugins, methods: str) -> list[str]:
         console.print(
             f"[bold]Default methods[/]: {', '.join(names)} — a representative set that fits "
             f"10 minutes on a 2-core CPU. [bold]--methods all[/] runs all {total} methods"
-            + (f" ([bold]--methods options[/] the {options} variants such as FCN-8s)"
+            + (f" ([bold]--methods options[/] the {options} variants of other methods)"
                if options else "")
             + ", [bold]--methods ablation[/] the paper's ablation table; `mtlbench list "
             "methods` shows them.")
@@ -443,7 +468,7 @@ def _execute_with_progress(plan, run_dir, plugins, epochs, keep_checkpoints, exe
 
 def _show_leaderboard(run_dir: Path, dataset: str | None, protocol_hash: str | None,
                       mode: str = "strict") -> None:
-    with Store.in_run_dir(run_dir) as store:
+    with Store.read(run_dir) as store:
         rows = [r for r in leaderboard(store, mode)
                 if (dataset is None or r.dataset == dataset)
                 and (protocol_hash is None or r.protocol_hash == protocol_hash)]
@@ -490,11 +515,17 @@ def leaderboard_cmd(out, fmt, mode) -> None:
         _fail(f"no store at {path}: run `mtlbench run --out {out}` first, or point --out at a "
               "run folder")
     try:
-        with Store(path) as store:
+        with Store.read(path) as store:
             rows = leaderboard(store, mode)
-            write_leaderboard(store, out)
+            try:
+                write_leaderboard(store, out)
+            except OSError as exc:  # a read-only run folder: show the table all the same
+                err_console.print(f"[yellow]note:[/] the leaderboard files were not "
+                                  f"rewritten in {out} ({escape(str(exc))})")
     except StoreError as exc:
         _fail(str(exc))
+    except sqlite3.DatabaseError as exc:
+        _fail(damaged_store_message(path, exc))
     if fmt == "table":
         _show_leaderboard(Path(out), None, None, mode)
     elif fmt == "markdown":
@@ -628,6 +659,8 @@ def compare_cmd(current, baseline, tolerance, per_metric, metrics, mode, fmt) ->
                                                  if m.strip()), tolerance, tolerances)
     except (CompareError, StoreError) as exc:
         _fail(str(exc))
+    except sqlite3.DatabaseError as exc:
+        _fail(damaged_store_message(f"{current} or {baseline}", exc))
     regressions = [d for d in differences if d.regression]
     if fmt == "json":
         click.echo(json.dumps([{**vars(d), "delta": d.delta, "verdict": d.verdict}
@@ -677,7 +710,8 @@ def data_check(dataset, data_root, as_json) -> None:
         if card.check is None:
             console.print(f"{dataset}: no files to check (generated or not checkable).")
             return
-        report = card.check(root, **options)
+        with reading(card, root):
+            report = card.check(root, **options)
     except USER_ERRORS as exc:
         _fail(str(exc))
     if as_json:
@@ -709,7 +743,9 @@ def data_audit(dataset, data_root, threshold, as_json) -> None:
     loaded = _plugins()
     try:
         card, options = lookup_dataset(loaded.datasets, dataset)
-        cases = card.load(resolve_root(card, data_root), **options)
+        root = resolve_root(card, data_root)
+        with reading(card, root):
+            cases = card.load(root, **options)
     except USER_ERRORS as exc:
         _fail(str(exc))
     report = audit_cases(cases, threshold)

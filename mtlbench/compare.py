@@ -10,6 +10,7 @@ row is itself a regression (a method that stopped running).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,14 +52,22 @@ class Difference:
         return -self.delta if BY_NAME[self.metric].higher_is_better else self.delta
 
     @property
+    def not_finite(self) -> bool:
+        """The current value is NaN or infinite (a broken run, never a pass)."""
+        return self.current is not None and not math.isfinite(self.current)
+
+    @property
     def regression(self) -> bool:
-        """Worse by more than the tolerance, or missing from the current leaderboard."""
-        if self.baseline is not None and self.current is None:
+        """Worse by more than the tolerance, not finite, or missing from the current
+        leaderboard."""
+        if self.not_finite or (self.baseline is not None and self.current is None):
             return True
         return self.worse_by is not None and self.worse_by > self.tolerance
 
     @property
     def verdict(self) -> str:
+        if self.not_finite:
+            return "REGRESSION (not finite)"
         if self.baseline is not None and self.current is None:
             return "REGRESSION (missing)"
         if self.regression:
@@ -81,13 +90,48 @@ def load_records(source: str | Path, mode: str = "strict") -> list[dict]:
         except (OSError, json.JSONDecodeError) as exc:
             raise CompareError(f"{path}: not a readable leaderboard JSON ({exc})") from None
         records = data.get(mode) if isinstance(data, dict) else data
-        if not isinstance(records, list) or not all(isinstance(r, dict) and "method" in r
-                                                    for r in records):
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise CompareError(f"{path}: expected the JSON of `mtlbench leaderboard --format "
                                f"json` or a run folder's leaderboard.json ({mode!r} records)")
-        return [r for r in records if r.get("mode", mode) == mode]
-    with Store(path) as store:
+        return [checked_record(path, i, r) for i, r in enumerate(records)
+                if r.get("mode", mode) == mode]
+    with Store.read(path) as store:  # never creates or changes what it was given to read
         return to_records(leaderboard(store, mode), mode)
+
+
+def checked_record(path: Path, index: int, record: dict) -> dict:
+    """A leaderboard record whose keys and values can be compared, metrics as floats (NaN and
+    infinity kept: the comparison decides); CompareError names the file, record and key."""
+    where = f"{path}, record {index + 1}"
+    for key in ("dataset", "method", "protocol_hash"):
+        if not isinstance(record.get(key), str) or not record[key]:
+            raise CompareError(f"{where}: {key!r} is missing or not a string (got "
+                               f"{record.get(key)!r}); is this a leaderboard JSON?")
+    if not isinstance(record.get("variant", ""), str):
+        raise CompareError(f"{where}: 'variant' must be a string")
+    out = dict(record)
+    for key, value in record.items():
+        if not key.endswith(("_mean", "_std")) or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CompareError(f"{where} ({record['method']}): {key} = {value!r} is not a "
+                               "number")
+        try:
+            out[key] = float(value)
+        except OverflowError:
+            raise CompareError(f"{where} ({record['method']}): {key} = {str(value)[:20]}... "
+                               "is too large to be a metric") from None
+    return out
+
+
+def check_tolerance(option: str, value: float) -> float:
+    """A tolerance is a finite number >= 0 (NaN would disable the gate, a negative one would
+    fail equal runs); CompareError otherwise."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) \
+            or not math.isfinite(value) or value < 0:
+        raise CompareError(f"{option}={value}: a tolerance is a finite number >= 0, in the "
+                           "metric's unit (points for Dice, ACC, ...; pixels for HD95, ASD)")
+    return float(value)
 
 
 def compare(current: list[dict], baseline: list[dict], metrics: tuple[str, ...] = DEFAULT_METRICS,
@@ -102,7 +146,23 @@ def compare(current: list[dict], baseline: list[dict], metrics: tuple[str, ...] 
     if unknown:
         raise CompareError(f"unknown metric(s) {', '.join(unknown)}; choose from "
                            f"{', '.join(BY_NAME)}")
-    tolerances = tolerances or {}
+    check_tolerance("--tolerance", tolerance)
+    tolerances = {name: check_tolerance(f"--tolerance-for {name}", value)
+                  for name, value in (tolerances or {}).items()}
+    unknown = sorted(set(tolerances) - set(BY_NAME))
+    if unknown:
+        raise CompareError(f"--tolerance-for {unknown[0]}: no such metric; choose from "
+                           f"{', '.join(BY_NAME)}")
+    if not baseline:
+        raise CompareError("the baseline has no leaderboard rows: there is nothing to compare "
+                           "against (commit a run's leaderboard.json as the baseline)")
+    for record in baseline:
+        for metric in metrics:
+            value = record.get(f"{metric}_mean")
+            if value is not None and not math.isfinite(value):
+                raise CompareError(f"the baseline's {metric} of {record['method']} on "
+                                   f"{record['dataset']} is {value}: a baseline must be "
+                                   "finite; re-commit it from a healthy run")
 
     now = {row_key(r): r for r in current}
     before = {row_key(r): r for r in baseline}

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -66,6 +67,11 @@ class Protocol:
 
     def __post_init__(self) -> None:
         problems = []
+        # NaN passes every comparison below (nan <= 0 is False), so finiteness comes first.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"{f.name}={value} must be a finite number")
         if self.image_size < 32 or self.image_size % 32:
             problems.append(f"image_size={self.image_size} must be a multiple of 32 (>= 32)")
         for key in ("batch_size", "epochs", "eval_batch_size"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from mtlbench.precision import resolve as resolve_precision
 from mtlbench.precision import slow_bf16_warning
 from mtlbench.protocol import Protocol, ProtocolError
 from mtlbench.report import write_leaderboard
-from mtlbench.result_files import ingest
+from mtlbench.result_files import ingest, write_result
 from mtlbench.store import Store
 from mtlbench.trial import SpeedOptions, TrialResult, TrialSpec
 from mtlbench.weights import ensure_weights, required_weights
@@ -32,6 +33,10 @@ from mtlbench.weights import ensure_weights, required_weights
 
 class RunLockedError(RuntimeError):
     """Another mtlbench run is using the same output folder."""
+
+
+class RunFolderError(RuntimeError):
+    """The run folder (--out) cannot be made or written; the message says why."""
 
 
 @dataclass
@@ -52,6 +57,10 @@ class RunSummary:
     failed: list[TrialResult] = field(default_factory=list)
     skipped: int = 0
     leaderboard_files: list[Path] = field(default_factory=list)
+    # Results the store could not take, each written to a result file instead:
+    # (result, file, the store's error).
+    unstored: list[tuple[TrialResult, Path, str]] = field(default_factory=list)
+    leaderboard_error: str = ""
 
 
 def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Protocol,
@@ -92,7 +101,8 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
     if specs:
         fold_indices(specs[0], arrays)  # computes and saves the split once, or checks it
     with Store.in_run_dir(run_dir) as store:
-        # Results that cluster jobs wrote after their driver stopped count as done.
+        store.check_writable()  # a damaged or read-only store stops the run before any work
+        # Results that cluster jobs (or a run whose store failed) wrote count as done.
         plan_ingested, plan_problems = ingest(store, run_dir)
         finished = store.finished_ids()
         warnings += rehashed_protocol_notes(store, protocol)
@@ -166,10 +176,21 @@ def check_speed(speed: SpeedOptions, device: str, protocol: Protocol | None = No
 
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run folder for this process; a second run on it stops at once."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Hold the run folder for this process; a second run on it stops at once. RunFolderError
+    when the folder cannot be made or written (a file of that name, no permission, a name too
+    long)."""
     path = run_dir / ".lock"
-    with open(path, "a+") as handle:
+    try:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise RunFolderError(f"--out {run_dir}: a file of that name exists; --out names a "
+                                 "run folder (give another name)")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise RunFolderError(f"--out {run_dir}: the run folder cannot be used "
+                             f"({exc.strerror or exc}); choose a folder this user may "
+                             "write") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -201,7 +222,13 @@ def execute(plan: RunPlan, run_dir: Path, events: RunEvents,
     with Store.in_run_dir(run_dir) as store:
         try:
             for result in executor.run(plan.specs, events):
-                store.record(result)
+                try:
+                    store.record(result)
+                except sqlite3.DatabaseError as exc:
+                    # Nothing trained is lost: the result goes to a file beside the store,
+                    # which the next run (or `mtlbench collect`) imports.
+                    path = write_result(run_dir, result)
+                    summary.unstored.append((result, path, str(exc)))
                 spec = specs[result.trial_id]
                 if result.status == "finished":
                     summary.finished.append(result)
@@ -212,5 +239,8 @@ def execute(plan: RunPlan, run_dir: Path, events: RunEvents,
                 if hasattr(events, "trial_finished"):
                     events.trial_finished(spec, result)
         finally:
-            summary.leaderboard_files = write_leaderboard(store, run_dir)
+            try:
+                summary.leaderboard_files = write_leaderboard(store, run_dir)
+            except (sqlite3.DatabaseError, OSError) as exc:
+                summary.leaderboard_error = str(exc)
     return summary

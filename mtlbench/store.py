@@ -74,10 +74,19 @@ class StoreError(RuntimeError):
 
 
 class Store:
-    """Results of all trials of one run folder."""
+    """Results of all trials of one run folder.
 
-    def __init__(self, path: str | Path) -> None:
+    ``Store(path)`` opens it for writing (created and migrated as needed);
+    ``Store.read(path)`` opens it read-only: it creates and changes nothing, works on a
+    read-only file and folder, and refuses a file that is no mtlbench store.
+    """
+
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            self._db = _connect_read_only(self.path)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
@@ -108,6 +117,32 @@ class Store:
     @classmethod
     def in_run_dir(cls, run_dir: str | Path) -> Store:
         return cls(Path(run_dir) / STORE_NAME)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Store:
+        """The store at ``path`` (a store file, or a run folder holding one), read-only."""
+        path = Path(path)
+        return cls(path / STORE_NAME if path.is_dir() else path, readonly=True)
+
+    def check_writable(self) -> None:
+        """StoreError unless the store passes SQLite's quick check and takes a write (in a
+        transaction rolled back): a damaged or read-only store stops a run before training."""
+        try:
+            problems = [r[0] for r in self._db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems[:3]))
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('write_check', ?)",
+                                 (str(time.time()),))
+            finally:
+                self._db.execute("ROLLBACK")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"store {self.path} cannot take results ({exc}). Nothing was trained. If it "
+                "is damaged, move it away (mtlbench leaderboard --out on a copy still reads "
+                "what it can) and run again with another --out; if it is read-only, give "
+                "this user write access to the file and its folder") from None
 
     def close(self) -> None:
         self._db.close()
@@ -195,8 +230,10 @@ class Store:
             metrics.setdefault(trial_id, {})[metric] = value
         for row in rows:
             for key in ("profile_json", "timing_json", "env_json", "protocol_json",
-                        "knobs_json"):
-                row[key[:-5]] = json.loads(row.pop(key) or "{}")
+                        "knobs_json"):  # knobs_json: absent from a schema-1 store read as is
+                row[key[:-5]] = json.loads(row.pop(key, None) or "{}")
+            row.setdefault("key_version", 1)
+            row.setdefault("variant", "")
             row["metrics"] = metrics.get(row["trial_id"], {})
         return rows
 
@@ -211,15 +248,21 @@ class Store:
     def predictions(self, trial_id: str) -> dict[str, str]:
         """case id -> base64 PNG of the predicted mask, for one trial (empty when the trial
         has no segmentation or was recorded before predictions were stored)."""
-        return dict(self._db.execute(
-            "SELECT case_id, mask_png FROM predictions WHERE trial_id=?", (trial_id,)))
+        try:
+            return dict(self._db.execute(
+                "SELECT case_id, mask_png FROM predictions WHERE trial_id=?", (trial_id,)))
+        except sqlite3.OperationalError:  # a store from before predictions, read as it is
+            return {}
 
     def case_images(self, dataset: str, image_size: int) -> dict[str, dict[str, Any]]:
         """case id -> {"label", "image", "mask"} (base64 PNGs) of the gallery cases stored for
         ``dataset`` at ``image_size``."""
-        rows = self._db.execute(
-            "SELECT case_id, label, image_png, mask_png FROM case_images "
-            "WHERE dataset=? AND image_size=?", (dataset, image_size))
+        try:
+            rows = self._db.execute(
+                "SELECT case_id, label, image_png, mask_png FROM case_images "
+                "WHERE dataset=? AND image_size=?", (dataset, image_size)).fetchall()
+        except sqlite3.OperationalError:  # a store from before the gallery, read as it is
+            return {}
         return {case_id: {"label": label, "image": image, "mask": mask}
                 for case_id, label, image, mask in rows}
 
@@ -231,6 +274,40 @@ class Store:
                 (trial_id,)):
             epochs.setdefault(epoch, {"epoch": epoch})[metric] = value
         return list(epochs.values())
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection that creates nothing: ``mode=ro``, or, for a WAL store whose
+    ``-shm`` file cannot be created here (a read-only folder), ``immutable=1`` (safe when no
+    writer is at work, which a read-only folder implies). StoreError for a missing file or one
+    that is no mtlbench store."""
+    if not path.is_file():
+        raise StoreError(f"{path}: no store there; point at a run folder or its "
+                         f"{STORE_NAME}")
+    uri = path.resolve().as_uri()
+    last: Exception | None = None
+    for query in ("?mode=ro", "?mode=ro&immutable=1"):
+        try:
+            db = sqlite3.connect(uri + query, uri=True, timeout=30, isolation_level=None)
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master "
+                                                "WHERE type='table'")}
+        except sqlite3.OperationalError as exc:
+            last = exc
+            continue
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path} is not a readable mtlbench store ({exc}); is it a "
+                             "store, and is it intact?") from None
+        if not {"meta", "trials", "fold_metrics"} <= tables:
+            db.close()
+            raise StoreError(f"{path} is not an mtlbench store (it has no trials table); "
+                             "point at a run folder or its mtlbench.sqlite")
+        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            db.close()
+            raise StoreError(f"store {path} was written by a newer mtlbench (schema "
+                             f"{row[0]} > {SCHEMA_VERSION}); upgrade mtlbench to read it")
+        return db
+    raise StoreError(f"store {path} cannot be opened for reading ({last})")
 
 
 def _num(value: Any) -> float | None:

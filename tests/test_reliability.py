@@ -392,7 +392,9 @@ def test_a_folder_without_cases_is_an_error_for_check_and_run(tmp_path, dataset,
                                     "--methods", "clsnet", *TINY, "--out",
                                     str(tmp_path / "run")])
     assert run.exit_code == 2, run.output
-    assert f"dataset '{dataset}' at {root.resolve()}: no cases found" in text_of(run)
+    expected = (f"dataset '{dataset}' at {root.resolve()}: no cases found" if dataset == "busi"
+                else f"{root.resolve() / 'labels.csv'} lists no cases")
+    assert expected in text_of(run)
     assert "Traceback" not in run.output
 
 

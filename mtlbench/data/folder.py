@@ -15,13 +15,14 @@ import csv
 import hashlib
 import os
 import re
+import string
 from pathlib import Path
 
 from mtlbench.cards import DatasetCard
 from mtlbench.data.audit import AUDIT_VERSION, with_duplicate_groups
 from mtlbench.data.cases import Case
 from mtlbench.data.check import CheckReport, check_pair
-from mtlbench.data.prepare import DatasetLayoutError, read_gray
+from mtlbench.data.prepare import DatasetLayoutError, DatasetOptionError, read_gray
 
 DEFAULTS = {"images": "images", "masks": "masks", "csv": "labels.csv", "id_column": "id",
             "label_column": "label", "group_column": "group", "image_pattern": "{id}.png",
@@ -29,9 +30,75 @@ DEFAULTS = {"images": "images", "masks": "masks", "csv": "labels.csv", "id_colum
 OPTIONS = tuple(DEFAULTS)
 
 
+PATTERNS = ("image_pattern", "mask_pattern")
+
+
 def settings(options: dict[str, str]) -> dict[str, str]:
-    """The defaults overridden by ``options``."""
-    return {**DEFAULTS, **{k: v for k, v in options.items() if v != ""}}
+    """The defaults overridden by ``options``, the file-name patterns checked."""
+    s = {**DEFAULTS, **{k: v for k, v in options.items() if v != ""}}
+    for key in PATTERNS:
+        check_pattern(key, s[key])
+    return s
+
+
+def validate(options: dict[str, str]) -> None:
+    """The options' values are usable (checked when the dataset spec is parsed)."""
+    settings(options)
+    if not classes_for(options):
+        raise DatasetOptionError("dataset option classes: names no class; give them as "
+                                 "classes=benign;malignant")
+
+
+def check_pattern(option: str, pattern: str) -> str:
+    """A file-name pattern is literal text with the one field ``{id}`` (``{{``/``}}`` for a
+    brace), at least once: no other field, index, attribute, conversion or format. Patterns are
+    not handed to ``str.format`` as given, so ``{id.__class__}`` or ``{0}`` cannot run."""
+    try:
+        parts = list(string.Formatter().parse(pattern))
+    except ValueError as exc:
+        raise DatasetOptionError(f"dataset option {option}={pattern!r}: {exc}; a pattern is "
+                                 "a file name with {id} where the case id goes, e.g. "
+                                 "{id}_mask.png") from None
+    fields = [(name, spec, conversion) for _, name, spec, conversion in parts
+              if name is not None]
+    bad = [f for f in fields if f != ("id", "", None)]
+    if bad or not fields:
+        if bad:
+            name, spec, conversion = bad[0]
+            shown = ("{" + (name or "") + (f"!{conversion}" if conversion else "")
+                     + (f":{spec}" if spec else "") + "}")
+            problem = f"the field {shown} is not allowed"
+        else:
+            problem = "it has no {id}"
+        raise DatasetOptionError(
+            f"dataset option {option}={pattern!r}: {problem}; a pattern is a file name with "
+            "the one field {id} where the case id goes (e.g. {id}_mask.png)")
+    return pattern
+
+
+def fill(pattern: str, case_id: str) -> str:
+    """``pattern`` (checked by check_pattern) with the case id in place of every ``{id}``."""
+    return "".join(text + (case_id if name is not None else "")
+                   for text, name, _, _ in string.Formatter().parse(pattern))
+
+
+def inside(folder: Path, relative: str, what: str, where: str) -> Path:
+    """``folder / relative``, refused (DatasetLayoutError naming ``where``) unless it stays
+    inside ``folder``: no absolute path, no ``..`` out of it, no link inside it leading out.
+    ``folder`` itself may be a link to data elsewhere."""
+    path = folder / relative
+    if Path(relative).is_absolute() or os.path.normpath(relative).startswith(".."):
+        raise DatasetLayoutError(f"{where}: the {what} path {relative!r} leaves the folder "
+                                 f"{folder}; case ids and patterns name files inside it")
+    try:
+        real, base = path.resolve(), folder.resolve()
+    except (OSError, RuntimeError) as exc:  # a loop of links
+        raise DatasetLayoutError(f"{where}: the {what} path {path} cannot be resolved "
+                                 f"({exc})") from None
+    if real != base and base not in real.parents:
+        raise DatasetLayoutError(f"{where}: the {what} {path} is a link to {real}, outside "
+                                 f"{folder}; copy the file into the folder instead")
+    return path
 
 
 def classes_for(options: dict[str, str]) -> tuple[str, ...]:
@@ -55,8 +122,22 @@ def read_labels(root: Path, **options: str) -> list[tuple[str, int, str, int]]:
                 raise DatasetLayoutError(f"{path} has no column {s[key]!r} (columns: "
                                          f"{', '.join(columns)}); set the option {key}=NAME")
         rows = []
+        seen: dict[str, int] = {}
         for line, row in enumerate(reader, start=2):
+            if None in row.values() or None in row:
+                raise DatasetLayoutError(f"{path}, line {line}: {len(columns)} columns expected "
+                                         f"({', '.join(columns)}), the row has "
+                                         f"{'fewer' if None in row.values() else 'more'}; "
+                                         "check its commas and quotes")
             case_id, raw = row[s["id_column"]].strip(), row[s["label_column"]].strip()
+            if not case_id:
+                raise DatasetLayoutError(f"{path}, line {line}: the id ({s['id_column']}) is "
+                                         "empty")
+            if case_id in seen:
+                raise DatasetLayoutError(f"{path}, lines {seen[case_id]} and {line}: the id "
+                                         f"{case_id!r} is listed twice; each image needs one "
+                                         "row (merge or rename the rows)")
+            seen[case_id] = line
             if raw in classes:
                 label = classes.index(raw)
             elif raw.isdigit() and int(raw) < len(classes):
@@ -69,17 +150,23 @@ def read_labels(root: Path, **options: str) -> list[tuple[str, int, str, int]]:
     return rows
 
 
-def _paths(root: Path, case_id: str, s: dict[str, str]) -> tuple[Path, Path]:
-    return (Path(root) / s["images"] / s["image_pattern"].format(id=case_id),
-            Path(root) / s["masks"] / s["mask_pattern"].format(id=case_id))
+def _paths(root: Path, case_id: str, s: dict[str, str], where: str) -> tuple[Path, Path]:
+    """The image and mask of a case, inside their folders (or DatasetLayoutError)."""
+    return (inside(Path(root) / s["images"], fill(s["image_pattern"], case_id), "image", where),
+            inside(Path(root) / s["masks"], fill(s["mask_pattern"], case_id), "mask", where))
 
 
 def load(root: Path, **options: str) -> list[Case]:
     """The cases of the CSV, in its order; groups from the group column and duplicates."""
     s = settings(options)
     cases = []
-    for case_id, label, group, line in read_labels(root, **options):
-        image_path, mask_path = _paths(root, case_id, s)
+    rows = read_labels(root, **options)
+    if not rows:
+        raise DatasetLayoutError(f"{Path(root) / s['csv']} lists no cases; add a row per image "
+                                 f"(columns {s['id_column']}, {s['label_column']})")
+    for case_id, label, group, line in rows:
+        image_path, mask_path = _paths(root, case_id, s, f"{s['csv']} line {line} (id "
+                                                         f"{case_id!r})")
         for path, what in ((image_path, "image"), (mask_path, "mask")):
             if not path.exists():
                 raise DatasetLayoutError(f"{what} {path} of {s['csv']} line {line} (id "
@@ -111,7 +198,11 @@ def check(root: Path, **options: str) -> CheckReport:
                                            f"{s['id_column']}, {s['label_column']})")
     listed = set()
     for case_id, _, _, line in rows:
-        image_path, mask_path = _paths(root, case_id, s)
+        try:
+            image_path, mask_path = _paths(root, case_id, s, f"line {line} (id {case_id!r})")
+        except DatasetLayoutError as exc:
+            report.error(Path(root) / s["csv"], str(exc))
+            continue
         listed.add(image_path.name)
         if not image_path.exists():
             report.error(image_path, f"listed on line {line} of {s['csv']} but missing")
@@ -152,6 +243,7 @@ def folder_dataset(name: str, description: str = "", citation: str = "", obtain:
         fingerprint=lambda root, **o: fingerprint(root, **merged(o)),
         check=lambda root, **o: check(root, **merged(o)),
         options=OPTIONS, classes_for=lambda o: classes_for(merged(o)),
+        validate=lambda o: validate(merged(o)),
         description=description or "folder+CSV dataset",
         citation=citation, obtain=obtain,
         layout=(f"  {s['images']}/{s['image_pattern']}\n  {s['masks']}/{s['mask_pattern']}\n"

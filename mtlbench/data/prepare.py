@@ -7,6 +7,8 @@ the disk and a second run starts at once.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,11 +98,14 @@ def as_bool(value: bool | str, option: str) -> bool:
 
 
 def check_options(card: DatasetCard, options: dict[str, str]) -> None:
+    """DatasetOptionError for an option the card does not have or a value it refuses."""
     unknown = sorted(set(options) - set(card.options))
     if unknown:
         valid = ", ".join(card.options) or "none"
         raise DatasetOptionError(f"dataset {card.name!r} has no option {unknown[0]!r}; its "
                                  f"options: {valid}")
+    if card.validate is not None:
+        card.validate(options)
 
 
 def resolve_root(card: DatasetCard, data_root: str | Path | None) -> Path | None:
@@ -119,10 +124,27 @@ def resolve_root(card: DatasetCard, data_root: str | Path | None) -> Path | None
             candidates.append(Path(os.environ[DATA_ENV]).expanduser() / folder)
         candidates.append(Path("data") / folder)
     for path in candidates:
-        if path.is_dir() and any(path.iterdir()):
-            return path.resolve()
-    looked = ", ".join(str(p.resolve()) + (" (an empty folder)" if p.is_dir() else "")
-                       for p in candidates)
+        try:
+            if path.is_dir() and any(path.iterdir()):
+                return path.resolve()
+        except PermissionError:
+            raise DataNotFoundError(f"dataset {card.name!r}: the folder {path} cannot be read "
+                                    "(permission denied); give this user read access to "
+                                    "it") from None
+        except (OSError, RuntimeError) as exc:  # a loop of links, or a link to a link
+            raise DataNotFoundError(f"dataset {card.name!r}: the folder {path} cannot be "
+                                    f"opened ({exc}); check the links on the way to it "
+                                    "(`ls -l` each part)") from None
+        if path.is_symlink() and not path.exists():
+            raise DataNotFoundError(f"dataset {card.name!r}: {path} is a link to "
+                                    f"{os.readlink(path)}, which does not exist (or is a loop "
+                                    "of links); point the link at the data, or --data-root at "
+                                    "the data itself")
+
+    def described(p: Path) -> str:
+        return str(p.absolute()) + (" (an empty folder)" if p.is_dir() else "")
+
+    looked = ", ".join(described(p) for p in candidates)
     lines = [f"dataset {card.name!r} not found: looked in {looked}."]
     if card.layout:
         lines.append(f"Expected layout:\n{card.layout}")
@@ -133,20 +155,44 @@ def resolve_root(card: DatasetCard, data_root: str | Path | None) -> Path | None
     raise DataNotFoundError("\n".join(lines))
 
 
+@contextmanager
+def reading(card: DatasetCard, root: Path | None) -> Iterator[None]:
+    """Around a dataset card's load, fingerprint or check: a file or folder that cannot be
+    read (no permission, a loop of links, an I/O error) becomes a DatasetLayoutError naming
+    it, whichever card's code met it."""
+    try:
+        yield
+    except PermissionError as exc:
+        raise DatasetLayoutError(f"dataset {card.name!r}: {exc.filename or root} cannot be "
+                                 "read (permission denied); give this user read access to "
+                                 "the data folder and everything in it") from None
+    except OSError as exc:
+        raise DatasetLayoutError(f"dataset {card.name!r}: {exc.filename or root} cannot be "
+                                 f"read ({exc.strerror or exc}); check the file or "
+                                 "folder") from None
+    except RuntimeError as exc:
+        if "Symlink loop" not in str(exc):
+            raise
+        raise DatasetLayoutError(f"dataset {card.name!r}: {exc}; fix the links in the data "
+                                 "folder") from None
+
+
 def prepare_dataset(card: DatasetCard, root: Path | None, size: int,
                     cache_dir: Path | None, options: dict[str, str] | None = None
                     ) -> DatasetArrays:
     """The dataset resized to ``size``×``size``, from the cache when it is there."""
     options = options or {}
     check_options(card, options)
-    key = f"{card.name}-{card.fingerprint(root, **options)}-{size}-c{CACHE_VERSION}"
+    with reading(card, root):
+        key = f"{card.name}-{card.fingerprint(root, **options)}-{size}-c{CACHE_VERSION}"
     path = cache_dir / f"{key}.npz" if cache_dir else None
     if path is not None and path.exists():
         try:
             return _read_cache(path, card, options)
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # a damaged cache is rebuilt, never trusted
-    cases = card.load(root, **options)
+    with reading(card, root):
+        cases = card.load(root, **options)
     if not cases:
         layout = f"; expected layout:\n{card.layout}" if card.layout else ""
         raise DatasetLayoutError(f"dataset {card.name!r} at {root}: no cases found (the folder "

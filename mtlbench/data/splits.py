@@ -25,9 +25,20 @@ class SplitMismatchError(ValueError):
     """A saved split does not fit the data; the message names the file and what to do."""
 
 
+class TooFewCasesError(ValueError):
+    """The dataset has too few cases or groups for the protocol's folds; says how many."""
+
+
 def make_folds(arrays: DatasetArrays, n_folds: int, method: str, seed: int) -> list[list[int]]:
     """Test-set case indices of each fold; every case is in exactly one test set."""
     n = len(arrays)
+    units, what = ((n, "case(s)") if method == "paper"
+                   else (len(set(arrays.groups)), "group(s) (patients or near-duplicate "
+                                                  "clusters)"))
+    if units < n_folds:
+        raise TooFewCasesError(f"dataset {arrays.name!r} has {n} case(s), {units} {what}: too "
+                               f"few for {n_folds} folds; add cases or set fewer folds "
+                               f"(--set folds=N, N >= 2)")
     if method == "paper":
         order = sorted(range(n), key=lambda i: (arrays.labels[i], _natural_key(arrays.ids[i])))
         kfold = KFold(n_splits=n_folds, shuffle=True, random_state=seed)

@@ -45,7 +45,7 @@ def write_report(run: str | Path, out_dir: str | Path | None = None, mode: str =
     path = store_path(run)
     out = Path(out_dir) if out_dir is not None else path.parent / "report"
     try:
-        with Store(path) as store:
+        with Store.read(path) as store:
             settings = collect(store, mode, dataset, methods_registry, datasets_registry)
             stored = sorted({t["dataset"] for t in store.trials("finished")})
     except sqlite3.DatabaseError as exc:
