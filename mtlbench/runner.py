@@ -26,7 +26,7 @@ from mtlbench.precision import slow_bf16_warning
 from mtlbench.protocol import Protocol, ProtocolError
 from mtlbench.report import write_leaderboard
 from mtlbench.result_files import ingest, write_result
-from mtlbench.store import Store
+from mtlbench.store import STORE_NAME, Store, StoreError
 from mtlbench.trial import SpeedOptions, TrialResult, TrialSpec
 from mtlbench.weights import ensure_weights, required_weights
 
@@ -100,12 +100,17 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
              for m in methods for f in folds]
     if specs:
         fold_indices(specs[0], arrays)  # computes and saves the split once, or checks it
-    with Store.in_run_dir(run_dir) as store:
-        store.check_writable()  # a damaged or read-only store stops the run before any work
-        # Results that cluster jobs (or a run whose store failed) wrote count as done.
-        plan_ingested, plan_problems = ingest(store, run_dir)
-        finished = store.finished_ids()
-        warnings += rehashed_protocol_notes(store, protocol)
+    try:
+        with Store.in_run_dir(run_dir) as store:
+            store.check_writable()  # a damaged or read-only store stops the run before work
+            # Results that cluster jobs (or a run whose store failed) wrote count as done.
+            plan_ingested, plan_problems = ingest(store, run_dir)
+            finished = store.finished_ids()
+            warnings += rehashed_protocol_notes(store, protocol)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"store {run_dir / STORE_NAME} is damaged ({exc}); nothing was "
+                         "trained. Move it away or use another --out folder (`sqlite3 FILE "
+                         ".recover` may save what it holds)") from None
     plan = RunPlan([s for s in specs if s.trial_id not in finished],
                    [s for s in specs if s.trial_id in finished],
                    ingested=plan_ingested, problems=plan_problems, warnings=warnings)

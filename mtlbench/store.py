@@ -8,7 +8,9 @@ and case), so a crash never leaves half a trial. Queries are parameterised.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,8 +86,9 @@ class Store:
     def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
+        self._copy_dir: str | None = None
         if readonly:
-            self._db = _connect_read_only(self.path)
+            self._db, self._copy_dir = _connect_read_only(self.path)
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -94,18 +97,24 @@ class Store:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.executescript(_SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
+            with self._transaction():
+                row = self._db.execute(
+                    "SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is not None and int(row[0]) > SCHEMA_VERSION:
+                    raise StoreError(f"store {self.path} was written by a newer mtlbench "
+                                     f"(schema {row[0]} > {SCHEMA_VERSION}); upgrade mtlbench "
+                                     "to read it")
+                self._migrate()
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                                 (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise StoreError(f"{self.path} is not a readable mtlbench store ({exc}); move it "
-                             "away or use another --out folder") from exc
-        with self._transaction():
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is not None and int(row[0]) > SCHEMA_VERSION:
-                raise StoreError(f"store {self.path} was written by a newer mtlbench (schema "
-                                 f"{row[0]} > {SCHEMA_VERSION}); upgrade mtlbench to read it")
-            self._migrate()
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
-                             (str(SCHEMA_VERSION),))
+            raise StoreError(f"{self.path} is not a readable mtlbench store ({exc}); nothing "
+                             "was trained. Move it away or use another --out folder (`sqlite3 "
+                             "FILE .recover` may save what it holds)") from exc
+        except StoreError:
+            self._db.close()
+            raise
 
     def _migrate(self) -> None:
         """Add the columns of schema 2 to a store written by mtlbench 0.1."""
@@ -146,6 +155,8 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+        if self._copy_dir is not None:
+            shutil.rmtree(self._copy_dir, ignore_errors=True)
 
     def __enter__(self) -> Store:
         return self
@@ -276,19 +287,32 @@ class Store:
         return list(epochs.values())
 
 
-def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection that creates nothing: ``mode=ro``, or, for a WAL store whose
-    ``-shm`` file cannot be created here (a read-only folder), ``immutable=1`` (safe when no
-    writer is at work, which a read-only folder implies). StoreError for a missing file or one
-    that is no mtlbench store."""
+def _connect_read_only(path: Path) -> tuple[sqlite3.Connection, str | None]:
+    """A read-only connection that creates and changes nothing where the store is, and the
+    temporary folder it reads from, if any. ``mode=ro`` first. A WAL store whose ``-shm``
+    file cannot be created (a read-only folder) is read with ``immutable=1`` when its ``-wal``
+    is empty (nothing is in it to miss), else from a copy of both files in a temporary folder
+    (removed on close). StoreError for a missing file or one that is no mtlbench store."""
     if not path.is_file():
         raise StoreError(f"{path}: no store there; point at a run folder or its "
                          f"{STORE_NAME}")
-    uri = path.resolve().as_uri()
+    wal = path.with_name(path.name + "-wal")
     last: Exception | None = None
-    for query in ("?mode=ro", "?mode=ro&immutable=1"):
+    copy_dir: str | None = None
+    for attempt in ("ro", "fallback"):
+        source = path
+        query = "?mode=ro"
+        if attempt == "fallback":
+            if wal.is_file() and wal.stat().st_size > 0:
+                copy_dir = tempfile.mkdtemp(prefix="mtlbench-store-")
+                source = Path(copy_dir) / path.name
+                shutil.copyfile(path, source)
+                shutil.copyfile(wal, Path(copy_dir) / wal.name)
+            else:
+                query = "?mode=ro&immutable=1"
         try:
-            db = sqlite3.connect(uri + query, uri=True, timeout=30, isolation_level=None)
+            db = sqlite3.connect(source.resolve().as_uri() + query, uri=True, timeout=30,
+                                 isolation_level=None)
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master "
                                                 "WHERE type='table'")}
         except sqlite3.OperationalError as exc:
@@ -306,7 +330,9 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
             db.close()
             raise StoreError(f"store {path} was written by a newer mtlbench (schema "
                              f"{row[0]} > {SCHEMA_VERSION}); upgrade mtlbench to read it")
-        return db
+        return db, copy_dir
+    if copy_dir is not None:
+        shutil.rmtree(copy_dir, ignore_errors=True)
     raise StoreError(f"store {path} cannot be opened for reading ({last})")
 
 
