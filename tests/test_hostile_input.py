@@ -399,3 +399,44 @@ def test_a_checkpoint_of_the_right_trial_with_the_wrong_tensors_is_not_blamed_on
     text = text_of(result)
     assert "contents do not fit" in text and "the method is not at fault" in text
     assert "delete it to restart this trial" in text
+
+
+def test_a_wal_store_with_unmerged_writes_in_a_read_only_folder_is_read_whole(tmp_path):
+    """The -wal file holds trials the main file does not have yet (a writer is still open):
+    read in place that needs a -shm file the folder cannot take, so the reader reads a
+    temporary copy of both, and misses nothing."""
+    from test_store import result
+
+    source = tmp_path / "live"
+    writer = Store(source / STORE_NAME)
+    try:
+        writer.record(result("m", fold=0))
+        writer.record(result("m", fold=1))
+        wal = source / f"{STORE_NAME}-wal"
+        assert wal.stat().st_size > 0  # not merged into the main file yet
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        for name in (STORE_NAME, wal.name):
+            shutil.copyfile(source / name, folder / name)
+    finally:
+        writer.close()
+    for path in (*folder.iterdir(), folder):
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    script = ("import sys; from mtlbench.store import Store\n"
+              "with Store.read(sys.argv[1]) as s: print(sorted(t['trial_id'] for t in "
+              "s.trials()))")
+    try:
+        done = subprocess.run(unprivileged([sys.executable, "-c", script, str(folder)]),
+                              capture_output=True, text=True, timeout=120)
+        files = sorted(p.name for p in folder.iterdir())
+    finally:
+        folder.chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['m-0', 'm-1']"
+    main_file_only = sqlite3.connect((folder / STORE_NAME).as_uri() + "?immutable=1", uri=True)
+    try:  # what a reader of the main file alone would have missed
+        assert main_file_only.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0 \
+            or main_file_only.execute("SELECT count(*) FROM trials").fetchone()[0] < 2
+    finally:
+        main_file_only.close()
+    assert files == [STORE_NAME, f"{STORE_NAME}-wal"]  # nothing created there
