@@ -230,6 +230,10 @@ def test_a_read_only_store_is_read_by_leaderboard_report_and_compare(finished_ru
         assert report.returncode == 0, report.stderr
         gate = run_unprivileged("compare", str(copy), str(copy / STORE_NAME))
         assert gate.returncode == 0, gate.stderr
+        in_place = run_unprivileged("report", str(copy))  # its default --out is read-only
+        assert in_place.returncode == 2, in_place.stderr
+        assert "give another folder with --out" in " ".join(in_place.stderr.split())
+        assert "Traceback" not in in_place.stderr
         after = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
         assert after == before  # nothing created or changed
     finally:

@@ -25,7 +25,7 @@ from mtlbench.protocol import get_protocol
 from mtlbench.runner import plan_run
 
 BASELINE = Path(__file__).parents[1] / "benchmarks" / "baselines" / "smoke-synthetic.json"
-SETTINGS = settings(max_examples=60, deadline=None, database=None,
+SETTINGS = settings(max_examples=150, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 # --- an audit hook that records every file opened inside a watched folder ---------------------

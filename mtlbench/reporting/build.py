@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import sqlite3
 from html import escape
 from pathlib import Path
@@ -58,7 +59,13 @@ def write_report(run: str | Path, out_dir: str | Path | None = None, mode: str =
                               f"it has: {', '.join(stored)}")
         raise ReportError(f"store {path} has no finished trials: nothing to report")
     figures_dir = out / "figures"
-    figures_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        figures_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(figures_dir, os.W_OK):
+            raise PermissionError(f"{figures_dir} is not writable")
+    except OSError as exc:
+        raise ReportError(f"the report cannot be written to {out} ({exc}); give another "
+                          "folder with --out") from None
     sections = [(s.slug, s.title, _section(s, grid, figures_dir)) for s in settings]
     meta = (f"Store <code>{escape(str(path.resolve()))}</code> · {escape(mode)} metrics · "
             f"made {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} by mtlbench "
