@@ -248,6 +248,14 @@ class Store:
             row["metrics"] = metrics.get(row["trial_id"], {})
         return rows
 
+    def long_rows(self, table: str) -> list[tuple]:
+        """Every row of ``image_metrics`` (trial id, case id, metric, value), ``fold_metrics``
+        (trial id, metric, value) or ``curves`` (trial id, epoch, metric, value): the long
+        form that mtlbench.results turns into DataFrames with one query per table."""
+        if table not in ("image_metrics", "fold_metrics", "curves"):
+            raise ValueError(f"no long table {table!r}")
+        return self._db.execute(f"SELECT * FROM {table}").fetchall()
+
     def image_metrics(self, trial_id: str) -> dict[str, dict[str, float]]:
         """case id -> metric -> value for one trial."""
         out: dict[str, dict[str, float]] = {}

@@ -1,0 +1,123 @@
+"""Results as data: pandas DataFrames over a run folder's store, read-only.
+
+    from mtlbench.results import open_results
+
+    with open_results("mtlbench-runs") as run:   # a run folder or a store file
+        board = run.leaderboard()                # one row per (dataset, protocol, method)
+        images = run.images()                    # one row per (trial, test image)
+
+Every frame carries the identifying columns of its trials (``KEY_COLUMNS``) so frames join on
+``trial_id`` and group by dataset, protocol and method (with its knobs: ``variant``). Metric
+columns keep the store's names: ``strict.dice``, ``paper.hd95``, ``cls.acc``, ... in the
+store's units (fractions for Dice, Jaccard, ACC; pixels for HD95, ASD); ``leaderboard()`` is in
+the tables' display units (mtlbench.metric_table). The store is opened read-only
+(``Store.read``): nothing is created or changed, a read-only folder works.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mtlbench.report import entry_name, leaderboard, to_records
+from mtlbench.store import Store
+
+#: The columns that identify a trial in every frame.
+KEY_COLUMNS = ["trial_id", "dataset", "protocol", "protocol_hash", "method", "variant", "fold",
+               "seed"]
+
+
+class Results:
+    """The results of one store as DataFrames (see the module docstring)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.store = Store.read(path)
+        self._trials = None
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Results:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _trial_rows(self) -> list[dict]:
+        if self._trials is None:
+            self._trials = self.store.trials(status=None)
+        return self._trials
+
+    def trials(self) -> pd.DataFrame:
+        """One row per trial, finished or failed: its key, status, error, selected epoch,
+        timing (train_s, eval_s, wall_s), size (params, flops, macs), precision used, device,
+        knobs (a dict) and the whole protocol and env (dicts)."""
+        rows = []
+        for t in self._trial_rows():
+            env, timing, profile = t["env"], t["timing"], t["profile"]
+            precision = env.get("precision")
+            rows.append({
+                **self._key(t), "status": t["status"], "error": t["error"],
+                "key_version": t["key_version"], "selected_epoch": t["selected_epoch"],
+                "resumed_from_epoch": t["resumed_from_epoch"],
+                "train_s": timing.get("train_s"), "eval_s": timing.get("eval_s"),
+                "wall_s": timing.get("wall_s"), "params": profile.get("params"),
+                "flops": profile.get("flops"), "macs": profile.get("macs"),
+                "precision": precision.get("used") if isinstance(precision, dict) else None,
+                "device": env.get("device"), "recorded_at": t["recorded_at"],
+                "knobs": t["knobs"], "protocol_settings": t["protocol"], "env": env,
+            })
+        return pd.DataFrame(rows, columns=[*KEY_COLUMNS, "status", "error", "key_version",
+                                           "selected_epoch", "resumed_from_epoch", "train_s",
+                                           "eval_s", "wall_s", "params", "flops", "macs",
+                                           "precision", "device", "recorded_at", "knobs",
+                                           "protocol_settings", "env"])
+
+    def folds(self) -> pd.DataFrame:
+        """One row per finished trial (a fold), one column per fold metric."""
+        return self._wide("fold_metrics", ["trial_id"])
+
+    def images(self) -> pd.DataFrame:
+        """One row per (finished trial, test image): ``case_id``, the image's ``label``,
+        ``pred_label``, ``prob_positive`` and its metrics in both modes (``strict.*``,
+        ``paper.*``)."""
+        return self._wide("image_metrics", ["trial_id", "case_id"])
+
+    def curves(self) -> pd.DataFrame:
+        """One row per (finished trial, epoch): the training losses, learning rate, speed and
+        (with the paper's checkpoint selection) the test-fold scores."""
+        return self._wide("curves", ["trial_id", "epoch"])
+
+    def leaderboard(self, mode: str = "strict") -> pd.DataFrame:
+        """The leaderboard as the tables show it (``mtlbench leaderboard --format json``): one
+        row per (dataset, protocol, method with its knobs), ``<metric>_mean``/``_std`` in
+        display units over the folds, folds, size and precision."""
+        frame = pd.DataFrame(to_records(leaderboard(self.store, mode), mode))
+        if not frame.empty:
+            frame.insert(2, "entry", [entry_name(m, v or "") for m, v in
+                                      zip(frame["method"], frame["variant"], strict=True)])
+        return frame
+
+    def _key(self, t: dict) -> dict:
+        return {"trial_id": t["trial_id"], "dataset": t["dataset"],
+                "protocol": t["protocol_name"], "protocol_hash": t["protocol_hash"],
+                "method": t["method"], "variant": t.get("variant") or "", "fold": t["fold"],
+                "seed": t["seed"]}
+
+    def _wide(self, table: str, index: list[str]) -> pd.DataFrame:
+        """A long store table pivoted to one column per metric, with the trials' keys."""
+        long = pd.DataFrame(self.store.long_rows(table), columns=[*index, "metric", "value"])
+        finished = pd.DataFrame([self._key(t) for t in self._trial_rows()
+                                 if t["status"] == "finished"], columns=KEY_COLUMNS)
+        if long.empty:
+            return finished.iloc[0:0].reindex(columns=[*KEY_COLUMNS, *index[1:]])
+        wide = long.pivot_table(index=index, columns="metric", values="value",
+                                aggfunc="first", dropna=False).reset_index()
+        wide.columns.name = None
+        return finished.merge(wide, on="trial_id", how="inner")
+
+
+def open_results(path: str | Path) -> Results:
+    """The results of a run folder (or a store file), read-only."""
+    return Results(path)
