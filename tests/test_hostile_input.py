@@ -304,6 +304,7 @@ def test_a_result_the_store_cannot_take_is_kept_and_imported_next_time(tmp_path,
     (lambda p: p.write_text(p.read_text() + "c98,benign,extra\n"), "the row has more"),
     (lambda p: p.write_text(p.read_text() + ",benign\n"), "the id (id) is empty"),
     (lambda p: p.write_text(p.read_text() + "c1,malignant\n"), "the id 'c1' is listed twice"),
+    (lambda p: p.write_text(p.read_text() + "c\x00x,benign\n"), "holds a control character"),
 ])
 def test_bad_csv_rows_are_named_by_line(tmp_path, edit, message):
     root = folder_data(tmp_path / "data")

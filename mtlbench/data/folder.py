@@ -87,6 +87,9 @@ def inside(folder: Path, relative: str, what: str, where: str) -> Path:
     inside ``folder``: no absolute path, no ``..`` out of it, no link inside it leading out.
     ``folder`` itself may be a link to data elsewhere."""
     path = folder / relative
+    if "\x00" in relative:
+        raise DatasetLayoutError(f"{where}: the {what} path {relative!r} holds a NUL byte; "
+                                 "case ids and patterns name files")
     if Path(relative).is_absolute() or os.path.normpath(relative).startswith(".."):
         raise DatasetLayoutError(f"{where}: the {what} path {relative!r} leaves the folder "
                                  f"{folder}; case ids and patterns name files inside it")
@@ -133,6 +136,10 @@ def read_labels(root: Path, **options: str) -> list[tuple[str, int, str, int]]:
             if not case_id:
                 raise DatasetLayoutError(f"{path}, line {line}: the id ({s['id_column']}) is "
                                          "empty")
+            if any(ord(c) < 32 or ord(c) == 127 for c in case_id):
+                raise DatasetLayoutError(f"{path}, line {line}: the id {case_id!r} holds a "
+                                         "control character (such as a NUL byte), which no "
+                                         "file name can; fix the row")
             if case_id in seen:
                 raise DatasetLayoutError(f"{path}, lines {seen[case_id]} and {line}: the id "
                                          f"{case_id!r} is listed twice; each image needs one "
