@@ -160,8 +160,8 @@ _PRESETS: dict[str, tuple[str, dict[str, Any], dict[str, dict[str, Any]]]] = {
     "smoke": (
         "Small and fast, for CPUs and CI: 64², batch 8, 4 epochs, lr 1e-3, random init, "
         "horizontal flips and ±10° rotation (no vertical flips: they move the posterior cue), "
-        "methods' costly loss terms off where their knobs say so for smoke (the built-in "
-        "perceptual terms: they need ImageNet weights and make a CPU epoch 2.4× longer), "
+        "methods' costly loss terms off where their knobs say so for smoke (terms that need "
+        "pretrained networks of their own and make a CPU epoch up to 2.4× longer), "
         "bfloat16 autocast for the forward pass where the CPU or GPU has native bf16, float32 "
         "elsewhere (precision=auto; weights and losses in float32).",
         dict(image_size=64, batch_size=8, epochs=4, lr=1e-3, beta2=0.999, schedule="cosine",

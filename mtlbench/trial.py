@@ -20,8 +20,8 @@ class SpeedOptions:
     """How fast a trial runs, not what it computes: none of these enters the trial id.
 
     ``channels_last``: NHWC memory format for the model and its inputs (None: on CUDA, where
-    bf16 tensor-core convolutions want it, off on the CPU, where it helped UNet by 16% but slowed
-    a model with deformable convolutions by 6%). ``compile``: run the model through
+    bf16 tensor-core convolutions want it, off on the CPU, where it sped one built-in model up
+    by 16% and slowed another by 6%: benchmarks/results). ``compile``: run the model through
     ``torch.compile``. ``checkpoint_every_s``: start a checkpoint after an epoch only when
     this many seconds passed since the last one started (0: after every epoch). Checkpoints are
     written in the background, one at a time (``mtlbench.checkpointing``): on a GPU a BUS epoch

@@ -48,7 +48,7 @@ class UNetDecoder(nn.Module):
     input image of size H×W (e1 is at H/2), and d6 (B, 512, H/16, W/16) is the stage-6 output
     after its refiner, for classifiers that read it.
 
-    Plug-in points (both default to identity, which gives the plain UNet of spec §8.1):
+    Plug-in points (both default to identity: the plain encoder-decoder of spec §8.1):
 
     - ``skip_gates``: 5 modules applied to e1..e5 before the decoder uses them (a method's
       gating of the skips). Each must keep its input's shape.
