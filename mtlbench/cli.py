@@ -72,7 +72,7 @@ from mtlbench.report import (
     write_leaderboard,
 )
 from mtlbench.runner import RunFolderError, RunLockedError, execute, plan_run, run_lock
-from mtlbench.store import STORE_NAME, Store, StoreError
+from mtlbench.store import STORE_NAME, Store, StoreError, damaged_store
 from mtlbench.trial import DEFAULT_CHECKPOINT_EVERY_S, SpeedOptions, TrialResult, TrialSpec
 from mtlbench.weights import WeightsUnavailableError
 
@@ -86,11 +86,6 @@ USER_ERRORS = (UnknownNameError, ProtocolError, ExecutorOptionError, ExecutorErr
                TooFewCasesError, WeightsUnavailableError, RunLockedError, RunFolderError,
                StoreError)
 DEFAULT_OUT = "mtlbench-runs"
-
-
-def damaged_store_message(path, exc: Exception) -> str:
-    return (f"store {path} is damaged ({exc}); the results it still holds may be readable "
-            "with `sqlite3 FILE .recover`; move it away to start a new store")
 
 
 def _plugins() -> Plugins:
@@ -525,7 +520,7 @@ def leaderboard_cmd(out, fmt, mode) -> None:
     except StoreError as exc:
         _fail(str(exc))
     except sqlite3.DatabaseError as exc:
-        _fail(damaged_store_message(path, exc))
+        _fail(str(damaged_store(path, exc)))
     if fmt == "table":
         _show_leaderboard(Path(out), None, None, mode)
     elif fmt == "markdown":
@@ -660,7 +655,7 @@ def compare_cmd(current, baseline, tolerance, per_metric, metrics, mode, fmt) ->
     except (CompareError, StoreError) as exc:
         _fail(str(exc))
     except sqlite3.DatabaseError as exc:
-        _fail(damaged_store_message(f"{current} or {baseline}", exc))
+        _fail(str(damaged_store(f"{current} or {baseline}", exc)))
     regressions = [d for d in differences if d.regression]
     if fmt == "json":
         click.echo(json.dumps([{**vars(d), "delta": d.delta, "verdict": d.verdict}

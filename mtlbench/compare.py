@@ -222,12 +222,11 @@ def precision_differences(current: list[dict], baseline: list[dict]) -> list[str
     """Matched rows whose forward precision differs (e.g. a bf16 baseline from an AMX CPU and an
     fp32 run on an AVX2 one): comparable, since precision is chosen by the hardware and not part
     of the protocol, but said, because the tolerance must then also cover the rounding."""
-    key = row_key
-    before = {key(r): r.get("precision") for r in baseline}
+    before = {row_key(r): r.get("precision") for r in baseline}
     notes = []
     for r in current:
-        old, new = before.get(key(r)), r.get("precision")
+        old, new = before.get(row_key(r)), r.get("precision")
         if old and new and old != new:  # leaderboards written before issue 16 have none
-            notes.append(f"{key(r)[1]} on {r['dataset']}: baseline {old}, current {new}")
+            notes.append(f"{row_key(r)[1]} on {r['dataset']}: baseline {old}, current {new}")
     return notes
 

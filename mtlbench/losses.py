@@ -85,9 +85,13 @@ class TrialLoss(nn.Module):
             freeze(module)
         # Kept out of the module tree so that state_dict and parameters() never include them.
         self._terms = [(term, module, term.weight_value(self.knobs)) for term, module in terms]
-        self._whole = next(((t, m, w) for t, m, w in self._terms if t.part == "whole"), None)
         self.weighting = (UncertaintyWeighting(2) if mode == "code" and len(self.tasks) == 2
                           and self._whole is None else None)
+
+    @property
+    def _whole(self) -> tuple[LossTerm, nn.Module, float] | None:
+        """The term that is the whole loss, if the method has one."""
+        return next(((t, m, w) for t, m, w in self._terms if t.part == "whole"), None)
 
     @property
     def term_modules(self) -> list[nn.Module]:
@@ -97,8 +101,6 @@ class TrialLoss(nn.Module):
     def to(self, *args, **kwargs) -> TrialLoss:
         super().to(*args, **kwargs)
         self._terms = [(t, m.to(*args, **kwargs), w) for t, m, w in self._terms]
-        if self._whole is not None:
-            self._whole = next(x for x in self._terms if x[0].part == "whole")
         return self
 
     def caveats(self) -> list[str]:

@@ -26,7 +26,7 @@ from mtlbench.precision import slow_bf16_warning
 from mtlbench.protocol import Protocol, ProtocolError
 from mtlbench.report import write_leaderboard
 from mtlbench.result_files import ingest, write_result
-from mtlbench.store import STORE_NAME, Store, StoreError
+from mtlbench.store import STORE_NAME, Store, damaged_store
 from mtlbench.trial import SpeedOptions, TrialResult, TrialSpec
 from mtlbench.weights import ensure_weights, required_weights
 
@@ -108,9 +108,7 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
             finished = store.finished_ids()
             warnings += rehashed_protocol_notes(store, protocol)
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"store {run_dir / STORE_NAME} is damaged ({exc}); nothing was "
-                         "trained. Move it away or use another --out folder (`sqlite3 FILE "
-                         ".recover` may save what it holds)") from None
+        raise damaged_store(run_dir / STORE_NAME, exc) from None
     plan = RunPlan([s for s in specs if s.trial_id not in finished],
                    [s for s in specs if s.trial_id in finished],
                    ingested=plan_ingested, problems=plan_problems, warnings=warnings)

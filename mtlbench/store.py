@@ -109,9 +109,7 @@ class Store:
                                  (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise StoreError(f"{self.path} is not a readable mtlbench store ({exc}); nothing "
-                             "was trained. Move it away or use another --out folder (`sqlite3 "
-                             "FILE .recover` may save what it holds)") from exc
+            raise damaged_store(self.path, exc) from exc
         except StoreError:
             self._db.close()
             raise
@@ -293,6 +291,13 @@ class Store:
                 (trial_id,)):
             epochs.setdefault(epoch, {"epoch": epoch})[metric] = value
         return list(epochs.values())
+
+
+def damaged_store(path: Path | str, exc: Exception) -> StoreError:
+    """The error for a store SQLite cannot read or write, with what to do about it."""
+    return StoreError(f"{path} is not a readable mtlbench store ({exc}): it may be damaged; "
+                      "nothing was done with it. Move it away or use another --out folder "
+                      "(`sqlite3 FILE .recover` may save what it holds)")
 
 
 def _connect_read_only(path: Path) -> tuple[sqlite3.Connection, str | None]:

@@ -49,6 +49,7 @@ from mtlbench.data.fold import (
 from mtlbench.data.prepare import lookup_dataset
 from mtlbench.environment import environment, peak_memory
 from mtlbench.evaluation import evaluate, predict, selection_score
+from mtlbench.knobs import defaults as knob_defaults
 from mtlbench.knobs import knob_values
 from mtlbench.losses import TrialLoss, build_terms
 from mtlbench.plugins import Plugins, load_plugins
@@ -205,7 +206,7 @@ def build_loss(method: MethodCard, p: Protocol, knobs: dict | None = None) -> Tr
     """The trial's loss: the method's task losses and its active loss terms under ``knobs``
     (defaults: the knobs' values under the protocol's preset)."""
     if knobs is None:
-        knobs = {k.name: k.default_for(p.name) for k in method.knobs}
+        knobs = knob_defaults(method, p.name)
     return TrialLoss(method.tasks, p.loss_mode, p.cls_weight, p.dice_smooth,
                      build_terms(method, knobs, p), knobs)
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
+from PIL import Image
 from torch import nn
 
 from mtlbench.cards import DatasetCard, MethodCard, ModelConfig
@@ -104,3 +107,33 @@ def processes_with(marker: str, command_part: bytes = b"") -> list[int]:
         if marker.encode() in environ and command_part in cmdline and proc.name.isdigit():
             pids.append(int(proc.name))
     return pids
+
+
+def folder_dataset(root: Path, n: int = 6, size: int = 40) -> Path:
+    """A small folder+CSV dataset: images/, masks/ and labels.csv with ``n`` cases, half of
+    each class (random images, a square tumour in every mask)."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rows = ["id,label"]
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(
+            root / "images" / f"c{i}.png")
+        mask = np.zeros((size, size), dtype=np.uint8)
+        mask[10:20, 10:20] = 255
+        Image.fromarray(mask).save(root / "masks" / f"c{i}.png")
+        rows.append(f"c{i},{'benign' if i % 2 else 'malignant'}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def tiny_run(out: Path, methods: str, folds: str, epochs: int = 1) -> Path:
+    """A real `mtlbench run` of ``methods`` on the synthetic set at 32², fp32 on the CPU,
+    asserted to succeed (seconds): the run folder many tests read."""
+    from mtlbench.cli import main
+
+    result = CliRunner().invoke(main, [
+        "run", "--methods", methods, "--folds", folds, "--set", "image_size=32", "--set",
+        f"epochs={epochs}", "--set", "precision=fp32", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out

@@ -6,6 +6,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from conftest import tiny_run
 from mtlbench.cli import main
 from mtlbench.compare import Difference, compare, load_records
 
@@ -13,12 +14,7 @@ from mtlbench.compare import Difference, compare, load_records
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
     """A real two-method, two-fold run (seconds at 32²)."""
-    out = tmp_path_factory.mktemp("compare") / "run"
-    result = CliRunner().invoke(main, [
-        "run", "--methods", "clsnet,fcn", "--folds", "0,1", "--set", "image_size=32", "--set",
-        "epochs=1", "--set", "precision=fp32", "--device", "cpu", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
+    return tiny_run(tmp_path_factory.mktemp("compare") / "run", "clsnet,fcn", "0,1")
 
 
 def baseline_with(run_folder, tmp_path, change):

@@ -19,6 +19,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import folder_dataset, tiny_run
 from mtlbench.cli import main
 from mtlbench.store import STORE_NAME, Store
 
@@ -50,23 +51,6 @@ def run_unprivileged(*args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "MTLBENCH_LOAD_PLUGINS": "mtlbench"})
 
 
-def folder_data(root: Path, n: int = 10, size: int = 40) -> Path:
-    """images/, masks/ and labels.csv with ``n`` cases, half of each class."""
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    rows = ["id,label"]
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(
-            root / "images" / f"c{i}.png")
-        mask = np.zeros((size, size), dtype=np.uint8)
-        mask[10:20, 10:20] = 255
-        Image.fromarray(mask).save(root / "masks" / f"c{i}.png")
-        rows.append(f"c{i},{'benign' if i % 2 else 'malignant'}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
-
-
 def plan_only(root: Path, out: Path, *extra: str):
     """`mtlbench run` on a folder dataset; with bad input it stops while planning."""
     return cli("run", "--dataset", "folder", "--data-root", str(root), "--methods", "clsnet",
@@ -79,7 +63,7 @@ def plan_only(root: Path, out: Path, *extra: str):
 @pytest.mark.parametrize("case_id", ["../../outside/secret", "../outside_images/secret",
                                      "/etc/passwd", "sub/../../../outside/secret"])
 def test_a_case_id_cannot_reach_outside_its_folder(tmp_path, case_id):
-    root = folder_data(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data", n=10)
     (tmp_path / "outside").mkdir()
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "outside" / "secret.png")
     with open(root / "labels.csv", "a") as f:
@@ -92,7 +76,7 @@ def test_a_case_id_cannot_reach_outside_its_folder(tmp_path, case_id):
 
 
 def test_a_link_inside_the_folder_cannot_lead_outside_but_the_folder_may_be_a_link(tmp_path):
-    real = folder_data(tmp_path / "elsewhere" / "data")
+    real = folder_dataset(tmp_path / "elsewhere" / "data", n=10)
     (tmp_path / "secret.png").write_bytes((real / "images" / "c0.png").read_bytes())
     linked_root = tmp_path / "data"
     linked_root.symlink_to(real, target_is_directory=True)  # a user's data root often is
@@ -113,7 +97,7 @@ def test_a_link_inside_the_folder_cannot_lead_outside_but_the_folder_may_be_a_li
     ("mask.png", "it has no {id}"),
 ])
 def test_patterns_are_literal_text_with_the_one_field_id(tmp_path, pattern, message):
-    root = folder_data(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data", n=10)
     for command in (["data", "check"], ["data", "audit"]):
         result = cli(*command, f"folder:mask_pattern={pattern}", "--data-root", str(root))
         assert result.exit_code == 2 and message in text_of(result), result.output
@@ -124,7 +108,7 @@ def test_patterns_are_literal_text_with_the_one_field_id(tmp_path, pattern, mess
 
 
 def test_a_pattern_around_the_id_still_works(tmp_path):
-    root = folder_data(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data", n=10)
     for path in (root / "masks").iterdir():
         path.rename(path.with_name(f"mask_{path.stem}{{x}}.png"))
     result = cli("data", "check", "folder:mask_pattern=mask_{id}{{x}}.png", "--data-root",
@@ -198,12 +182,7 @@ def test_broken_leaderboard_records_are_refused_by_record(tmp_path, edit, messag
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A run folder with two finished trials (clsnet, tiny, folds 0 and 1)."""
-    out = tmp_path_factory.mktemp("finished") / "run"
-    result = cli("run", "--methods", "clsnet", "--folds", "0,1", "--set", "image_size=32",
-                 "--set", "epochs=1", "--set", "precision=fp32", "--device", "cpu",
-                 "--out", str(out))
-    assert result.exit_code == 0, result.output
-    return out
+    return tiny_run(tmp_path_factory.mktemp("finished") / "run", "clsnet", "0,1")
 
 
 def read_only_copy(run: Path, tmp_path: Path) -> Path:
@@ -307,7 +286,7 @@ def test_a_result_the_store_cannot_take_is_kept_and_imported_next_time(tmp_path,
     (lambda p: p.write_text(p.read_text() + "c\x00x,benign\n"), "holds a control character"),
 ])
 def test_bad_csv_rows_are_named_by_line(tmp_path, edit, message):
-    root = folder_data(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data", n=10)
     edit(root / "labels.csv")
     check = cli("data", "check", "folder", "--data-root", str(root))
     assert check.exit_code == 1 and message in text_of(check), check.output
@@ -319,7 +298,7 @@ def test_bad_csv_rows_are_named_by_line(tmp_path, edit, message):
 
 
 def test_too_few_cases_for_the_folds_is_said_before_training(tmp_path):
-    root = folder_data(tmp_path / "data", n=1)
+    root = folder_dataset(tmp_path / "data", n=1)
     run = plan_only(root, tmp_path / "run")
     assert run.exit_code == 2 and "too few for 5 folds" in text_of(run), run.output
 
@@ -379,7 +358,7 @@ def test_a_link_loop_is_not_called_a_missing_folder(tmp_path):
 
 
 def test_file_names_are_printed_as_they_are(tmp_path):
-    root = folder_data(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data", n=10)
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(root / "images" / "scan:x:01.png")
     result = cli("data", "check", "folder", "--data-root", str(root))
     assert "scan:x:01.png" in result.output and "❌" not in result.output, result.output

@@ -12,12 +12,12 @@ import socket
 import sqlite3
 import textwrap
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import folder_dataset
 from mtlbench.cli import main
 from mtlbench.plugins import load_plugins
 from mtlbench.protocol import get_protocol
@@ -304,23 +304,6 @@ def test_more_bad_input_gets_a_clear_error(tmp_path, args, message):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def _folder_dataset(root, n: int = 6, size: int = 40):
-    """A small folder+CSV dataset: images/, masks/ and labels.csv, half of each class."""
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    rows = ["id,label"]
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)).save(
-            root / "images" / f"c{i}.png")
-        mask = np.zeros((size, size), dtype=np.uint8)
-        mask[10:20, 10:20] = 255
-        Image.fromarray(mask).save(root / "masks" / f"c{i}.png")
-        rows.append(f"c{i},{'benign' if i % 2 else 'malignant'}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
-
-
 def _truncate(path):
     path.write_bytes(path.read_bytes()[:60])
 
@@ -339,7 +322,7 @@ def _wrong_size_mask(path):
     (_wrong_size_mask, "is 12×12 but its image"),
 ])
 def test_damaged_files_are_named_by_check_and_run(tmp_path, damage, problem):
-    root = _folder_dataset(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data")
     damage(root / "images" / "c3.png")
     check = CliRunner().invoke(main, ["data", "check", "folder", "--data-root", str(root),
                                       "--json"])
@@ -356,7 +339,7 @@ def test_damaged_files_are_named_by_check_and_run(tmp_path, damage, problem):
 
 
 def test_labels_that_do_not_match_are_named(tmp_path):
-    root = _folder_dataset(tmp_path / "data")
+    root = folder_dataset(tmp_path / "data")
     (root / "labels.csv").write_text("id,label\nc0,benign\nc1,cancer\nc9,malignant\n")
     check = CliRunner().invoke(main, ["data", "check", "folder", "--data-root", str(root)])
     assert check.exit_code == 1

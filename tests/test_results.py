@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
-from mtlbench.cli import main
+from conftest import tiny_run
 from mtlbench.results import KEY_COLUMNS, open_results
 from mtlbench.store import STORE_NAME
 
@@ -22,12 +21,8 @@ README = Path(__file__).parents[1] / "README.md"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """unet and cunet, folds 0 and 1, two epochs; a failed trial is not among them."""
-    out = tmp_path_factory.mktemp("results") / "mtlbench-runs"
-    result = CliRunner().invoke(main, [
-        "run", "--methods", "unet,cunet", "--folds", "0,1", "--set", "image_size=32", "--set",
-        "epochs=2", "--set", "precision=fp32", "--device", "cpu", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
+    return tiny_run(tmp_path_factory.mktemp("results") / "mtlbench-runs", "unet,cunet", "0,1",
+                    epochs=2)
 
 
 def test_every_frame_has_the_trial_key_and_one_row_per_unit(run_dir):

@@ -22,6 +22,17 @@ def result(method="m", fold=0, dice=0.8, acc=0.9, status="finished") -> TrialRes
     )
 
 
+def leaderboard_files(folder, *results) -> tuple[str, list[dict]]:
+    """Record ``results`` in a new store in ``folder`` and write its leaderboard files: the
+    Markdown text and the strict JSON records."""
+    with Store(folder / "s.sqlite") as store:
+        for r in results:
+            store.record(r)
+        write_leaderboard(store, folder)
+    return ((folder / "leaderboard.md").read_text(),
+            json.loads((folder / "leaderboard.json").read_text())["strict"])
+
+
 def test_record_and_read_back(tmp_path):
     with Store(tmp_path / "s.sqlite") as store:
         store.record(result())
@@ -101,14 +112,9 @@ def test_random_vgg_lossnet_is_marked_in_every_table(tmp_path):
                               "paper's LossNet))",
                       "caveats": ["trained with LossNet on a RANDOM VGG-16: not the paper's "
                                   "LossNet"]}
-    with Store(tmp_path / "s.sqlite") as store:
-        store.record(honest)
-        store.record(random_vgg)
-        write_leaderboard(store, tmp_path)
-    text = (tmp_path / "leaderboard.md").read_text()
+    text, records = leaderboard_files(tmp_path, honest, random_vgg)
     assert "| acsnet † |" in text and "| cunet |" in text
     assert "† acsnet: trained with LossNet on a RANDOM VGG-16: not the paper's LossNet" in text
-    records = json.loads((tmp_path / "leaderboard.json").read_text())["strict"]
     assert "RANDOM VGG-16" in next(r["loss"] for r in records if r["method"] == "acsnet")
 
 
@@ -188,12 +194,7 @@ def test_rows_are_told_apart_by_their_knobs(tmp_path):
     tuned.trial_id = "acsnet-tuned-0"
     plain.knobs, tuned.knobs = {"lossnet_weight": 0.2}, {"lossnet_weight": 0.5}
     tuned.variant = "lossnet_weight=0.5"
-    with Store(tmp_path / "s.sqlite") as store:
-        store.record(plain)
-        store.record(tuned)
-        write_leaderboard(store, tmp_path)
-    text = (tmp_path / "leaderboard.md").read_text()
+    text, records = leaderboard_files(tmp_path, plain, tuned)
     assert "| acsnet |" in text and "| acsnet [lossnet_weight=0.5] |" in text
-    records = json.loads((tmp_path / "leaderboard.json").read_text())["strict"]
     assert [(r["variant"], r["knobs"]) for r in records] == [
         ("", {"lossnet_weight": 0.2}), ("lossnet_weight=0.5", {"lossnet_weight": 0.5})]
