@@ -193,6 +193,8 @@ class MethodCard:
     model's input (see ImageFeatures); None for image-only methods. ``option_of`` names the
     method this one is an option (a variant) of, e.g. a network with more skips of another:
     ``--methods all`` leaves options out; they run when named or with ``--methods options``.
+    ``reference_for``: the tasks a single-task method is the default reference of for the
+    multi-task gain Δm (``mtlbench.multitask_gain``); one registered method per task.
     """
 
     name: str
@@ -215,6 +217,7 @@ class MethodCard:
     flop_formulas: Mapping[Any, Callable[..., int]] = field(default_factory=dict)
     mac_rules: Mapping[type, Callable[..., int]] = field(default_factory=dict)
     check_outputs: Callable[[dict[str, Any], int, int], str | None] | None = None
+    reference_for: frozenset[str] = frozenset()
 
     @property
     def in_channels(self) -> int:
@@ -252,6 +255,12 @@ class MethodCard:
         object.__setattr__(self, "tasks", tasks)
         if not tasks or not tasks <= set(TASKS):
             raise ValueError(f"method {self.name!r}: tasks must be a non-empty subset of {TASKS}")
+        reference_for = frozenset(self.reference_for)
+        object.__setattr__(self, "reference_for", reference_for)
+        if not reference_for <= tasks or (reference_for and len(tasks) > 1):
+            raise ValueError(f"method {self.name!r}: reference_for {sorted(reference_for)} must "
+                             "name the task of a single-task method (a Δm reference scores "
+                             "one task)")
         if self.family not in FAMILIES:
             raise ValueError(f"method {self.name!r}: family must be one of {FAMILIES}")
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import click
-import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -55,23 +54,16 @@ from mtlbench.executors import (
     interrupted_note,
 )
 from mtlbench.knobs import split_settings
+from mtlbench.leaderboard_table import build as build_table
+from mtlbench.leaderboard_table import html_page, markdown, rich_tables, write_leaderboard
+from mtlbench.multitask_gain import parse_references
 from mtlbench.plugins import Plugins, load_plugins
 from mtlbench.precision import bf16_support
 from mtlbench.precision import resolve as resolve_precision
 from mtlbench.protocol import ProtocolError, describe_protocols, get_protocol
 from mtlbench.registry import UnknownNameError
-from mtlbench.report import (
-    caveat_notes,
-    cell,
-    headline_columns,
-    leaderboard,
-    to_csv,
-    to_html,
-    to_markdown,
-    to_records,
-    write_leaderboard,
-)
-from mtlbench.runner import RunFolderError, RunLockedError, execute, plan_run, run_lock
+from mtlbench.report import leaderboard, to_csv, to_records
+from mtlbench.run_folder import RunFolderError, RunLockedError, run_lock
 from mtlbench.store import STORE_NAME, Store, StoreError, damaged_store
 from mtlbench.trial import DEFAULT_CHECKPOINT_EVERY_S, SpeedOptions, TrialResult, TrialSpec
 from mtlbench.weights import WeightsUnavailableError
@@ -133,6 +125,27 @@ def _parse_folds(text: str | None) -> list[int] | None:
     return folds
 
 
+def _parse_seeds(text: str | None, first: int) -> list[int] | None:
+    """``--seeds``: a count N (the protocol's seed ``first`` and the N-1 after it) or a list
+    with commas (``0,1,2``; ``5,`` is the one seed 5)."""
+    if not text:
+        return None
+    try:
+        if "," not in text:
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            return list(range(first, first + count))
+        seeds = list(dict.fromkeys(int(x) for x in text.split(",") if x.strip()))
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise click.BadParameter(f"{text!r}: expected a count of seeds (3: the protocol's seed "
+                                 f"{first} and the next two) or seeds like 0,1,2",
+                                 param_hint="--seeds")
+    return seeds
+
+
 def _emit(records: list[dict], as_json: bool, title: str, columns: dict) -> None:
     """Print ``records`` as JSON, or as a table with ``columns`` (header -> cell function)."""
     if as_json:
@@ -175,6 +188,10 @@ def _device(name: str) -> str:
                    "'none' trains from scratch. Default: the protocol's (paper: imagenet, "
                    "smoke: none). Same as --set pretrained=….")
 @click.option("--folds", default=None, help="Only these folds, e.g. 0,1 (default: all).")
+@click.option("--seeds", default=None, metavar="N|LIST",
+              help="Training seeds, replicates of every method and fold: a count (3: the "
+                   "protocol's seed and the next two) or a list (0,1,2). Default: the "
+                   "protocol's seed. Tables give mean ± std over folds and seeds.")
 @click.option("--out", "-o", default=DEFAULT_OUT, show_default=True, type=click.Path(),
               help="Run folder: store, checkpoints, splits and leaderboard files.")
 @click.option("--data-root", default=None, type=click.Path(),
@@ -209,7 +226,7 @@ def _device(name: str) -> str:
 @click.option("--compile", "compile_", is_flag=True,
               help="Run models through torch.compile (first epoch slower while it compiles). "
                    "Speed only: results agree up to float rounding.")
-def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root, device,
+def run(methods, dataset, protocol_name, sets, pretrained, folds, seeds, out, data_root, device,
         devices, trials_per_device, executor_name, executor_sets, keep_checkpoints,
         checkpoint_every, channels_last, compile_) -> None:
     """Train and evaluate METHODS on DATASET under one protocol, five folds each.
@@ -230,6 +247,7 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root
         if pretrained is not None:
             overrides["pretrained"] = pretrained
         protocol = get_protocol(protocol_name, parse_dataset_spec(dataset)[0], overrides)
+        seed_list = _parse_seeds(seeds, protocol.seed)
         card, options = lookup_dataset(plugins.datasets, dataset)
         dataset = canonical_dataset_spec(card.name, options)
         executor = _executor(plugins, executor_name, executor_sets, devices, trials_per_device,
@@ -239,8 +257,11 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root
                 speed = SpeedOptions(
                     channels_last={"auto": None, "on": True, "off": False}[channels_last],
                     compile=compile_, checkpoint_every_s=checkpoint_every)
+                from mtlbench.runner import plan_run  # torch: only commands that train load it
+
                 plan = plan_run(plugins, names, dataset, protocol, run_dir, _parse_folds(folds),
-                                data_root, None, executor.device, speed, knob_overrides)
+                                data_root, None, executor.device, speed, knob_overrides,
+                                seed_list)
             _announce(plan, names, dataset, protocol, run_dir, executor)
             summary = _execute_with_progress(plan, run_dir, plugins, protocol.epochs,
                                              keep_checkpoints, executor)
@@ -263,7 +284,9 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root
                           "result files first and trains none of their trials again.")
         sys.exit(1)
     try:
-        _show_leaderboard(run_dir, dataset, protocol.hash)
+        with Store.read(run_dir) as store:
+            _show_leaderboard([r for r in leaderboard(store) if r.dataset == dataset
+                               and r.protocol_hash == protocol.hash])
     except (StoreError, sqlite3.DatabaseError) as exc:
         err_console.print(f"[yellow]note:[/] the leaderboard cannot be shown ({escape(str(exc))})")
     for path in summary.leaderboard_files:
@@ -341,6 +364,8 @@ def _precision_words(requested: str, executor) -> str:
     """'fp32', 'bf16', or what auto became on this process's device and why."""
     if requested != "auto":
         return requested
+    import torch
+
     device = executor.device if executor is not None else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         return "auto precision (bf16 where each trial's GPU has it natively, else fp32)"
@@ -358,6 +383,10 @@ def _announce(plan, names, dataset, protocol, run_dir, executor=None) -> None:
         f"'{protocol.checkpoint}', "
         f"pretrained '{protocol.pretrained}', "
         f"loss mode '{protocol.loss_mode}'.")
+    seeds = sorted({spec.seed for spec in plan.specs + plan.done})
+    if len(seeds) > 1:
+        console.print(f"Training seeds (replicates of every method and fold): "
+                      f"{', '.join(map(str, seeds))}.")
     knobbed = {}
     for spec in plan.specs + plan.done:
         knobbed.setdefault(spec.method, spec.knobs)
@@ -438,6 +467,8 @@ def _execute_with_progress(plan, run_dir, plugins, epochs, keep_checkpoints, exe
                                     total=len(plan.specs) * epochs)
         events = _ProgressEvents(progress, overall, epochs, len(plan.specs))
         try:
+            from mtlbench.runner import execute
+
             summary = execute(plan, run_dir, events, executor=executor, plugins=plugins,
                               keep_checkpoints=keep_checkpoints)
         except KeyboardInterrupt:
@@ -461,36 +492,14 @@ def _execute_with_progress(plan, run_dir, plugins, epochs, keep_checkpoints, exe
     return summary
 
 
-def _show_leaderboard(run_dir: Path, dataset: str | None, protocol_hash: str | None,
-                      mode: str = "strict") -> None:
-    with Store.read(run_dir) as store:
-        rows = [r for r in leaderboard(store, mode)
-                if (dataset is None or r.dataset == dataset)
-                and (protocol_hash is None or r.protocol_hash == protocol_hash)]
+def _show_leaderboard(rows, mode: str = "strict", references=None) -> None:
+    """The leaderboard table of ``rows`` in the terminal (mtlbench.leaderboard_table)."""
     if not rows:
         console.print("No finished trials in this run folder yet.")
         return
-    for (ds, proto, phash) in dict.fromkeys((r.dataset, r.protocol, r.protocol_hash) for r in rows):
-        selection = next(r.selection for r in rows if r.protocol_hash == phash)
-        table = Table(title=f"Leaderboard · {ds} · protocol {proto} ({phash}) · {mode} metrics"
-                            f" · {selection}",
-                      caption="Dice/Jaccard/ACC/PRE/REC in %, HD95/ASD in px; mean ± std over "
-                              "folds. PRE weighted, REC macro. Prec.: forward precision.")
-        table.add_column("Method", style="bold")
-        for column in headline_columns():
-            table.add_column(column, justify="right")
-        table.add_column("Params (M)", justify="right")
-        table.add_column("GFLOPs", justify="right")
-        table.add_column("Folds", justify="right")
-        table.add_column("Prec.")
-        for row in rows:
-            if (row.dataset, row.protocol_hash) != (ds, phash):
-                continue
-            cells = [cell(row, column) for column in headline_columns()]
-            table.add_row(row.label, *cells, f"{row.mparams:.2f}", f"{row.gflops:.2f}",
-                          str(len(row.folds)), row.precision)
-        console.print(table)
-        for note in caveat_notes([r for r in rows if (r.dataset, r.protocol_hash) == (ds, phash)]):
+    for shown, notes in rich_tables(build_table(rows, mode, references)):
+        console.print(shown)
+        for note in notes:
             console.print(f"[yellow]{escape(note)}[/]")
 
 
@@ -503,15 +512,22 @@ def _show_leaderboard(run_dir: Path, dataset: str | None, protocol_hash: str | N
               help="html: a self-contained page (redirect it to a file).")
 @click.option("--mode", type=click.Choice(["strict", "paper"]), default="strict",
               show_default=True, help="strict: sound metrics; paper: the paper's computation.")
-def leaderboard_cmd(out, fmt, mode) -> None:
+@click.option("--delta-ref", "delta_ref", default=None, metavar="seg=NAME,cls=NAME",
+              help="The single-task references of the multi-task gain Δm (default: those the "
+                   "methods' cards name, recorded with the trials).")
+def leaderboard_cmd(out, fmt, mode, delta_ref) -> None:
     """Rebuild the leaderboard from the store of a run folder."""
     path = Path(out) / STORE_NAME
     if not path.exists():
         _fail(f"no store at {path}: run `mtlbench run --out {out}` first, or point --out at a "
               "run folder")
     try:
+        references = parse_references(delta_ref)
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
         with Store.read(path) as store:
-            rows = leaderboard(store, mode)
+            rows = leaderboard(store, mode, references)
             try:
                 write_leaderboard(store, out)
             except OSError as exc:  # a read-only run folder: show the table all the same
@@ -522,13 +538,13 @@ def leaderboard_cmd(out, fmt, mode) -> None:
     except sqlite3.DatabaseError as exc:
         _fail(str(damaged_store(path, exc)))
     if fmt == "table":
-        _show_leaderboard(Path(out), None, None, mode)
+        _show_leaderboard(rows, mode, references)
     elif fmt == "markdown":
-        click.echo(to_markdown(rows, mode))
+        click.echo(markdown(build_table(rows, mode, references)))
     elif fmt == "csv":
         click.echo(to_csv(rows, mode), nl=False)
     elif fmt == "html":
-        click.echo(to_html(rows, mode), nl=False)
+        click.echo(html_page(build_table(rows, mode, references)), nl=False)
     else:
         click.echo(json.dumps(to_records(rows, mode), indent=1))
 
@@ -583,7 +599,8 @@ def collect_cmd(out, keep_checkpoints) -> None:
         err_console.print(f"[red]job {job.job} ended ({job.state}) without a result[/]: "
                           f"{escape(job.label)}; {escape(job.hint)}")
     if files:
-        _show_leaderboard(run_dir, None, None)
+        with Store.read(run_dir) as store:
+            _show_leaderboard(leaderboard(store))
     if failed or lost:
         sys.exit(1)
 
@@ -598,20 +615,24 @@ def collect_cmd(out, keep_checkpoints) -> None:
               help="Only this dataset (its name, or the full NAME:options spec).")
 @click.option("--grid", "grid", default=4, show_default=True, type=click.IntRange(min=0),
               help="Test cases in the qualitative grid (classes and folds take turns).")
-def report_cmd(run, out_dir, mode, dataset, grid) -> None:
+@click.option("--delta-ref", "delta_ref", default=None, metavar="seg=NAME,cls=NAME",
+              help="The single-task references of the multi-task gain Δm (default: those the "
+                   "methods' cards name, recorded with the trials).")
+def report_cmd(run, out_dir, mode, dataset, grid, delta_ref) -> None:
     """Write a self-contained HTML report of RUN (a run folder or a store file).
 
     Leaderboard beside the paper's numbers, per-fold box plots, paired tests and bootstrap
     intervals, training curves and a qualitative grid; the figures also as PNG files.
     """
-    from mtlbench.reporting import ReportError, write_report
+    from mtlbench.reporting import write_report
 
     loaded = _plugins()
     try:
+        references = parse_references(delta_ref)
         with err_console.status("Writing the report…"):
             page = write_report(run, out_dir, mode, dataset, grid, loaded.methods,
-                                loaded.datasets)
-    except ReportError as exc:
+                                loaded.datasets, references)
+    except ValueError as exc:  # a bad --delta-ref, or a ReportError
         _fail(str(exc))
     click.echo(str(page))
 
@@ -631,7 +652,12 @@ def report_cmd(run, out_dir, mode, dataset, grid) -> None:
               show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]),
               default="table", show_default=True)
-def compare_cmd(current, baseline, tolerance, per_metric, metrics, mode, fmt) -> None:
+@click.option("--seed-sigma", type=float, default=None, metavar="K",
+              help="With training seeds (run --seeds): a metric worse than its tolerance is a "
+                   "regression only when it is also worse by more than K standard deviations "
+                   "of the row's seed means (e.g. 2). Rows with one seed: the tolerance alone.")
+def compare_cmd(current, baseline, tolerance, per_metric, metrics, mode, fmt,
+                seed_sigma) -> None:
     """Compare CURRENT against BASELINE and exit 1 on a regression (for CI).
 
     Each is a run folder, a store file, or a leaderboard JSON (a run folder's leaderboard.json
@@ -651,7 +677,8 @@ def compare_cmd(current, baseline, tolerance, per_metric, metrics, mode, fmt) ->
                 raise CompareError(f"--tolerance-for {item}: expected METRIC=VALUE, e.g. hd95=5")
         now, before = load_records(current, mode), load_records(baseline, mode)
         differences = compare(now, before, tuple(m.strip().lower() for m in metrics.split(",")
-                                                 if m.strip()), tolerance, tolerances)
+                                                 if m.strip()), tolerance, tolerances,
+                              seed_sigma)
     except (CompareError, StoreError) as exc:
         _fail(str(exc))
     except sqlite3.DatabaseError as exc:

@@ -37,6 +37,17 @@ class Difference:
     baseline: float | None
     current: float | None
     tolerance: float
+    # With --seed-sigma K: a regression must also be worse than K × the seed spread (the
+    # current row's std of its seeds' means; the baseline's where the current has one seed).
+    seed_sigma: float | None = None
+    seed_std: float | None = None
+
+    @property
+    def within_seed_spread(self) -> bool:
+        """Worse than the tolerance but not beyond ``seed_sigma`` seed standard deviations."""
+        if self.seed_sigma is None or self.seed_std is None or self.worse_by is None:
+            return False
+        return self.tolerance < self.worse_by <= self.seed_sigma * self.seed_std
 
     @property
     def delta(self) -> float | None:
@@ -62,7 +73,8 @@ class Difference:
         leaderboard."""
         if self.not_finite or (self.baseline is not None and self.current is None):
             return True
-        return self.worse_by is not None and self.worse_by > self.tolerance
+        return (self.worse_by is not None and self.worse_by > self.tolerance
+                and not self.within_seed_spread)
 
     @property
     def verdict(self) -> str:
@@ -74,6 +86,8 @@ class Difference:
             return "REGRESSION"
         if self.baseline is None:
             return "new"
+        if self.within_seed_spread:
+            return f"ok (within {self.seed_sigma:g} seed std)"
         return "ok"
 
 
@@ -111,7 +125,7 @@ def checked_record(path: Path, index: int, record: dict) -> dict:
         raise CompareError(f"{where}: 'variant' must be a string")
     out = dict(record)
     for key, value in record.items():
-        if not key.endswith(("_mean", "_std")) or value is None:
+        if not key.endswith(("_mean", "_std", "_seed_std")) or value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise CompareError(f"{where} ({record['method']}): {key} = {value!r} is not a "
@@ -135,13 +149,18 @@ def check_tolerance(option: str, value: float) -> float:
 
 
 def compare(current: list[dict], baseline: list[dict], metrics: tuple[str, ...] = DEFAULT_METRICS,
-            tolerance: float = 1.0, tolerances: dict[str, float] | None = None
-            ) -> list[Difference]:
+            tolerance: float = 1.0, tolerances: dict[str, float] | None = None,
+            seed_sigma: float | None = None) -> list[Difference]:
     """Every (row, metric) of either leaderboard, baseline rows first, in their order.
 
     ``tolerance`` is in the metric's display unit (percentage points for Dice, Jaccard, ACC,
     PRE, REC, …; pixels for HD95 and ASD); ``tolerances`` overrides it per metric.
+    ``seed_sigma``: a row worse than its tolerance is a regression only when it is also worse
+    than this many standard deviations of its seeds' means (rows with one seed: the tolerance
+    alone decides).
     """
+    if seed_sigma is not None:
+        check_tolerance("--seed-sigma", seed_sigma)
     unknown = sorted(set(metrics) - set(BY_NAME))
     if unknown:
         raise CompareError(f"unknown metric(s) {', '.join(unknown)}; choose from "
@@ -173,9 +192,12 @@ def compare(current: list[dict], baseline: list[dict], metrics: tuple[str, ...] 
             column = f"{metric}_mean"
             if (old or {}).get(column) is None and (new or {}).get(column) is None:
                 continue  # a metric this method does not produce (e.g. ACC of a seg method)
+            spread = (new or {}).get(f"{metric}_seed_std")
+            if spread is None:
+                spread = (old or {}).get(f"{metric}_seed_std")
             out.append(Difference(*matched, metric, (old or {}).get(column),
                                   (new or {}).get(column),
-                                  tolerances.get(metric, tolerance)))
+                                  tolerances.get(metric, tolerance), seed_sigma, spread))
     return out
 
 

@@ -39,6 +39,11 @@ class Metric:
         return f"{mode}.{self.key}" if self.per_mode else self.key
 
     @property
+    def task(self) -> str:
+        """The task the metric scores: "seg" (computed in both modes) or "cls"."""
+        return "seg" if self.per_mode else "cls"
+
+    @property
     def direction(self) -> str:
         return "higher is better" if self.higher_is_better else "lower is better"
 

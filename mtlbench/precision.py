@@ -23,10 +23,14 @@ import functools
 import os
 import platform
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from mtlbench.protocol import PRECISIONS
+
+# torch is imported inside the functions that use it: the leaderboard and `compare` read
+# `combined` and must start without torch (issue 19: a 1,000-trial leaderboard in <= 2 s).
+if TYPE_CHECKING:
+    import torch
 
 #: oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) under which bf16 convolutions are still native.
 _ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
@@ -50,6 +54,7 @@ class DeviceBF16:
 @functools.lru_cache(maxsize=8)
 def bf16_support(device: str) -> DeviceBF16:
     """Native bf16 on ``device`` ("cpu", "cuda", "cuda:1", "mps", ...)."""
+    import torch
     kind = device.split(":")[0]
     if kind == "cuda":
         if not torch.cuda.is_available():
@@ -67,6 +72,7 @@ def bf16_support(device: str) -> DeviceBF16:
 
 @functools.lru_cache(maxsize=1)
 def _cpu_bf16() -> DeviceBF16:
+    import torch
     return cpu_bf16_support(
         torch.cpu.get_capabilities(), torch.backends.cpu.get_cpu_capability(),
         os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")),
@@ -121,6 +127,7 @@ def slow_bf16_warning(requested: str, device: str) -> str | None:
 
 def cpu_description() -> dict:
     """The CPU a figure came from: model name, torch's kernel capability and native bf16."""
+    import torch
     support = _cpu_bf16()
     return {"model": cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(),
             "bf16_native": support.native, "bf16_reason": support.reason,
@@ -130,6 +137,7 @@ def cpu_description() -> dict:
 @functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux, else what the platform says)."""
+    import torch
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
             for line in handle:
@@ -143,6 +151,7 @@ def cpu_model() -> str:
 def cpu_kind() -> str:
     """A short label of the CPU kind for result file names: ``amx``, ``avx512``, ``avx2``, ...
     (the capability torch's kernels use, ``amx`` where bf16 is native as well)."""
+    import torch
     if _cpu_bf16().native:
         return "amx" if torch.cpu.get_capabilities().get("amx_bf16") else "avx512bf16"
     return torch.backends.cpu.get_cpu_capability().lower()
@@ -174,6 +183,7 @@ def autocast(precision: str, device: torch.device) -> torch.autocast:
     """The model's forward pass in the trial's resolved ``precision`` (``mtlbench.precision``):
     ``bf16`` runs it under bfloat16 autocast (weights, optimizer and losses stay float32);
     ``fp32`` is plain float32."""
+    import torch
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"autocast needs a resolved precision (fp32 or bf16), got {precision!r}")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

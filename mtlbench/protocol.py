@@ -28,6 +28,11 @@ LOSS_MODES = ("paper", "code")
 # (mtlbench.precision), so a run on an AMX CPU and one on an AVX2 CPU give comparable rows;
 # each result records the precision that produced it.
 _NOT_HASHED = ("name", "overrides", "eval_batch_size", "precision")
+# The training seed is a replicate, not a setting (``mtlbench run --seeds``): trials of one
+# protocol under several seeds share its hash and differ in their trial keys' seed field. It is
+# hashed at its default value rather than dropped, so that every hash (and trial id) computed
+# when the seed was hashed (mtlbench <= 0.2) stays the same for the default seed.
+_HASHED_AT_DEFAULT = ("seed",)
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ class Protocol:
     checkpoint: str = "last"  # last epoch (clean) or the paper's best-on-test-fold (leaky)
     pretrained: str = "none"
     precision: str = "auto"  # auto | fp32 | bf16 (autocast of the forward pass); not hashed
-    seed: int = 2
+    seed: int = 2  # the first training seed; a replicate (--seeds), the same hash for every seed
     eval_batch_size: int = 32
     overrides: tuple[tuple[str, Any], ...] = field(default=())
 
@@ -109,8 +114,12 @@ class Protocol:
 
     @property
     def hash(self) -> str:
-        """A short stable hash of the knobs."""
-        text = json.dumps(self.knobs(), sort_keys=True, separators=(",", ":"))
+        """A short stable hash of the knobs; the same for every training seed."""
+        hashed = self.knobs()
+        for f in fields(self):
+            if f.name in _HASHED_AT_DEFAULT:
+                hashed[f.name] = f.default
+        text = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,27 +11,27 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from mtlbench.files import remove_stale_temps, write_text_atomically
 from mtlbench.identity import RowKey, knobs_tuple
 from mtlbench.metric_table import METRICS, headline
+from mtlbench.multitask_gain import TASK_WORDS, TASKS, delta_m, missing_note
 from mtlbench.precision import combined
 from mtlbench.store import Store
 
 
 @dataclass
 class LeaderboardRow:
-    """One method on one dataset under one protocol."""
+    """One method on one dataset under one protocol, over its folds and training seeds."""
 
     dataset: str
     method: str
     protocol: str
     protocol_hash: str
     folds: list[int]
-    metrics: dict[str, tuple[float, float]] = field(default_factory=dict)  # column -> (mean, std)
+    # column -> (mean, std) over every trial (fold × seed), population std (ddof=0)
+    metrics: dict[str, tuple[float, float]] = field(default_factory=dict)
     mparams: float = math.nan
     gflops: float = math.nan
     gmacs: float = math.nan
@@ -44,6 +44,20 @@ class LeaderboardRow:
     caveats: list[str] = field(default_factory=list)  # footnotes its loss terms asked for
     wall_s: float = 0.0
     precision: str = ""  # fp32, bf16, or "mixed" when folds (or a resumed fold) differ
+    seeds: list[int] = field(default_factory=list)
+    trials: int = 0  # finished trials: folds × seeds where every seed ran every fold
+    # column -> std over the seeds of each seed's mean over the folds (ddof=0); only with
+    # two or more seeds: the spread `compare --seed-sigma` measures regressions against
+    seed_std: dict[str, float] = field(default_factory=dict)
+    tasks: tuple[str, ...] = ()  # the tasks the method scores ("cls", "seg")
+    reference_for: tuple[str, ...] = ()  # the tasks it is the default Δm reference of
+    references: dict[str, str] = field(default_factory=dict)  # task -> default Δm reference
+    delta_m: float | None = None  # the multi-task gain in % (mtlbench.multitask_gain)
+    delta_m_missing: tuple[str, ...] = ()  # multi-task rows: tasks whose reference is absent
+
+    @property
+    def multitask(self) -> bool:
+        return len(self.tasks) > 1
 
     @property
     def selection(self) -> str:
@@ -87,43 +101,114 @@ def metric_columns(mode: str = "strict") -> list[tuple[str, str, float]]:
     return [(m.column, m.store_key(mode), m.scale) for m in METRICS]
 
 
-def leaderboard(store: Store, mode: str = "strict") -> list[LeaderboardRow]:
+def leaderboard(store: Store, mode: str = "strict",
+                references: dict[str, str] | None = None) -> list[LeaderboardRow]:
     """Rows per (dataset, protocol, method and its knobs) over the finished trials (the row key
-    of mtlbench.identity), in the order first run."""
+    of mtlbench.identity: folds and seeds are its replicates), in the order first run, with
+    the multi-task gain Δm against ``references`` (task -> method; default: the references
+    the trials recorded)."""
+    return rows_from_trials(store.trials("finished"), mode, references)
+
+
+def rows_from_trials(trials: list[dict], mode: str = "strict",
+                     references: dict[str, str] | None = None) -> list[LeaderboardRow]:
+    """The leaderboard of stored trials (``Store.trials`` records)."""
     groups: dict[str, list[dict]] = {}
-    for trial in store.trials("finished"):
+    for trial in trials:
         key = RowKey(trial["dataset"], trial["protocol_hash"], trial["method"],
                      knobs_tuple(trial.get("knobs") or {})).text
         groups.setdefault(key, []).append(trial)
-    rows = []
-    for trials in groups.values():
-        trials.sort(key=lambda t: t["fold"])
-        first = trials[0]
-        row = LeaderboardRow(first["dataset"], first["method"], first["protocol_name"],
-                             first["protocol_hash"], [t["fold"] for t in trials],
-                             variant=first.get("variant") or "",
-                             knobs=dict(first.get("knobs") or {}))
-        for column, key, scale in metric_columns(mode):
-            values = [t["metrics"][key] for t in trials
-                      if t["metrics"].get(key) is not None]
-            if values:
-                # population std over fold means (ddof=0), as the paper's numpy.std
-                row.metrics[column] = (float(np.mean(values)) * scale,
-                                       float(np.std(values)) * scale)
-        profile = trials[0]["profile"]
-        if profile:
-            row.mparams = profile["params"] / 1e6
-            row.gflops = profile["flops"] / 1e9
-            row.gmacs = profile["macs"] / 1e9
-        row.pretrained = trials[0]["env"].get("pretrained", "")
-        row.checkpoint = trials[0]["protocol"].get("checkpoint", "")
-        row.split = trials[0]["protocol"].get("split", "")
-        row.loss = trials[0]["env"].get("loss", "")
-        row.caveats = list(dict.fromkeys(c for t in trials for c in t["env"].get("caveats", [])))
-        row.wall_s = sum(t["timing"].get("wall_s", 0.0) for t in trials)
-        row.precision = combined([trial_precision(t) for t in trials])
-        rows.append(row)
+    rows = [_row(group, mode) for group in groups.values()]
+    assign_delta_m(rows, references or {})
     return rows
+
+
+def _row(trials: list[dict], mode: str) -> LeaderboardRow:
+    trials.sort(key=lambda t: (t["fold"], t["seed"]))
+    first = trials[0]
+    row = LeaderboardRow(first["dataset"], first["method"], first["protocol_name"],
+                         first["protocol_hash"], sorted({t["fold"] for t in trials}),
+                         variant=first.get("variant") or "",
+                         knobs=dict(first.get("knobs") or {}),
+                         seeds=sorted({t["seed"] for t in trials}), trials=len(trials))
+    for column, key, scale in metric_columns(mode):
+        values = [(t["seed"], t["metrics"][key]) for t in trials
+                  if t["metrics"].get(key) is not None]
+        if values:
+            # population std over the trials' means (ddof=0), as the paper's numpy.std
+            x = np.array([v for _, v in values], dtype=np.float64)
+            row.metrics[column] = (float(x.mean()) * scale, float(x.std()) * scale)
+            by_seed: dict[int, list[float]] = {}
+            for seed, v in values:
+                by_seed.setdefault(seed, []).append(v)
+            if len(by_seed) > 1:
+                row.seed_std[column] = float(np.std([np.mean(v) for v in by_seed.values()])
+                                             ) * scale
+    profile = first["profile"]
+    if profile:
+        row.mparams = profile["params"] / 1e6
+        row.gflops = profile["flops"] / 1e9
+        row.gmacs = profile["macs"] / 1e9
+    env = first["env"]
+    row.pretrained = env.get("pretrained", "")
+    row.checkpoint = first["protocol"].get("checkpoint", "")
+    row.split = first["protocol"].get("split", "")
+    row.loss = env.get("loss", "")
+    row.caveats = list(dict.fromkeys(c for t in trials for c in t["env"].get("caveats", [])))
+    row.wall_s = sum(t["timing"].get("wall_s", 0.0) for t in trials)
+    row.precision = combined([trial_precision(t) for t in trials])
+    row.tasks = tuple(env["tasks"]) if "tasks" in env else _scored_tasks(row)
+    row.reference_for = tuple(env.get("reference_for", ()))
+    row.references = dict(env.get("references", {}))
+    return row
+
+
+def _scored_tasks(row: LeaderboardRow) -> tuple[str, ...]:
+    """The tasks a row has metrics of: what a trial stored before it recorded its tasks."""
+    return tuple(task for task, column in (("cls", "ACC"), ("seg", "Dice"))
+                 if column in row.metrics)
+
+
+def assign_delta_m(rows: list[LeaderboardRow], references: dict[str, str]) -> None:
+    """Set Δm on the multi-task rows, per setting (dataset and protocol): the references are
+    rows of that setting with default knobs, named by ``references`` or else by what the
+    trials recorded (mtlbench.multitask_gain)."""
+    for group in group_by_setting(rows).values():
+        plain = {row.method: row for row in group if not row.variant}
+        for row in group:
+            if not row.multitask:
+                continue
+            reference_means, missing = {}, []
+            for task in TASKS:
+                name = references.get(task) or row.references.get(task) or next(
+                    (r.method for r in plain.values() if task in r.reference_for), "")
+                ref = plain.get(name)
+                if ref is None or ref is row or task not in ref.tasks:
+                    missing.append(task)
+                    continue
+                reference_means[task] = {c: mean for c, (mean, _) in ref.metrics.items()}
+            means = {c: mean for c, (mean, _) in row.metrics.items()}
+            row.delta_m = None if missing else delta_m(means, reference_means)
+            row.delta_m_missing = tuple(missing)
+
+
+def delta_m_notes(rows: list[LeaderboardRow], references: dict[str, str] | None = None
+                  ) -> list[str]:
+    """The note of one setting's table on Δm: its definition, and which methods to add where
+    a reference did not run."""
+    multitask = [r for r in rows if r.multitask]
+    if not multitask:
+        return []
+    missing = tuple(dict.fromkeys(t for r in multitask for t in r.delta_m_missing))
+    suggested = {**multitask[0].references, **(references or {})}
+    notes = ["Δm: the multi-task gain in %, the mean relative change of the seven metrics "
+             "against the single-task references of this protocol (HD95, ASD with their sign "
+             "turned; Maninis et al. 2019): " + (", ".join(
+                 f"{TASK_WORDS[t]} {suggested[t]}" for t in TASKS if t in suggested)
+                 or "none recorded") + "."]
+    if missing:
+        notes.append(missing_note(missing, suggested))
+    return notes
 
 
 def trial_precision(trial: dict) -> str:
@@ -136,83 +221,17 @@ def trial_precision(trial: dict) -> str:
 
 
 def cell(row: LeaderboardRow, column: str, digits: int = 2) -> str:
-    """"mean ± std" over the folds; the mean alone when there is one fold (no spread to show)."""
+    """"mean ± std" over the trials; the mean alone when there is one (no spread to show)."""
     if column not in row.metrics:
         return "–"
     mean, std = row.metrics[column]
-    if len(row.folds) == 1:
+    if row.trials <= 1:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def headline_columns() -> list[str]:
     return [m.column for m in headline()]
-
-
-def to_markdown(rows: list[LeaderboardRow], mode: str = "strict") -> str:
-    """A Markdown table per dataset and protocol."""
-    out = []
-    columns = headline_columns()
-    for (dataset, protocol, phash), group in _by_setting(rows).items():
-        out.append(f"### {dataset} · protocol {protocol} ({phash}) · {mode} metrics · "
-                   f"{group[0].selection}\n")
-        out.append("| Method | " + " | ".join(columns)
-                   + " | Params (M) | GFLOPs | Folds | Precision |")
-        out.append("|---" * (len(columns) + 5) + "|")
-        for row in group:
-            cells = [cell(row, c) for c in columns]
-            out.append(f"| {row.label} | " + " | ".join(cells) +
-                       f" | {row.mparams:.2f} | {row.gflops:.2f} | {len(row.folds)} | "
-                       f"{row.precision} |")
-        for note in caveat_notes(group):
-            out.append(f"\n{note}")
-        out.append("")
-    out.append("Dice, Jaccard, ACC, PRE, REC in %; HD95, ASD in pixels at the protocol size; "
-               "mean ± std (ddof=0) over the fold means. PRE is weighted, REC macro (as the "
-               "paper's code). GFLOPs: 2 per multiply-add of convolutions and matmuls "
-               "(torch FlopCounterMode), batch 1 at the protocol size. Precision: the forward "
-               "pass's (bf16 autocast or fp32; mixed when folds differ).")
-    return "\n".join(out) + "\n"
-
-
-_HTML_STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
-               "table{border-collapse:collapse;margin:1em 0}"
-               "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-               "th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}"
-               "caption{text-align:left;font-weight:bold;margin-bottom:.4em}"
-               "p.note{color:#555;max-width:60em}")
-
-
-def to_html(rows: list[LeaderboardRow], mode: str = "strict") -> str:
-    """A self-contained HTML page (no scripts, no external files): a table per dataset and
-    protocol, the same cells and notes as the Markdown leaderboard."""
-    from html import escape
-
-    columns = [*headline_columns(), "Params (M)", "GFLOPs", "Folds", "Precision"]
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>mtlbench leaderboard · {mode} metrics</title>",
-             f"<style>{_HTML_STYLE}</style></head><body>",
-             f"<h1>mtlbench leaderboard · {mode} metrics</h1>"]
-    for (dataset, protocol, phash), group in _by_setting(rows).items():
-        parts.append(f"<table><caption>{escape(dataset)} · protocol {escape(protocol)} "
-                     f"({escape(phash)}) · {escape(group[0].selection)}</caption>")
-        parts.append("<tr><th>Method</th>" + "".join(f"<th>{escape(c)}</th>" for c in columns)
-                     + "</tr>")
-        for row in group:
-            cells = [cell(row, c) for c in headline_columns()]
-            cells += [f"{row.mparams:.2f}", f"{row.gflops:.2f}", str(len(row.folds)),
-                      row.precision]
-            parts.append(f"<tr><td>{escape(row.label)}</td>"
-                         + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
-        parts.append("</table>")
-        for note in caveat_notes(group):
-            parts.append(f'<p class="note">{escape(note)}</p>')
-    if not rows:
-        parts.append("<p>No finished trials in this store yet.</p>")
-    parts.append('<p class="note">Dice, Jaccard, ACC, PRE, REC in %; HD95, ASD in pixels at the '
-                 "protocol size; mean ± std (ddof=0) over the fold means. PRE is weighted, REC "
-                 "macro (as the paper's code).</p></body></html>")
-    return "\n".join(parts) + "\n"
 
 
 def to_records(rows: list[LeaderboardRow], mode: str = "strict") -> list[dict]:
@@ -225,17 +244,21 @@ def to_records(rows: list[LeaderboardRow], mode: str = "strict") -> list[dict]:
                "params_m": _finite(row.mparams), "gflops": _finite(row.gflops),
                "gmacs": _finite(row.gmacs),
                "pretrained": row.pretrained, "checkpoint": row.checkpoint, "split": row.split,
-               "loss": row.loss, "precision": row.precision}
+               "loss": row.loss, "precision": row.precision, "seeds": len(row.seeds),
+               "seed_list": list(row.seeds), "trials": row.trials,
+               "delta_m": _finite(row.delta_m)}
         for column, _, _ in metric_columns(mode):
             mean, std = row.metrics.get(column, (None, None))
             rec[f"{column.lower()}_mean"] = _finite(mean)
             rec[f"{column.lower()}_std"] = _finite(std)
+            rec[f"{column.lower()}_seed_std"] = _finite(row.seed_std.get(column))
         records.append(rec)
     return records
 
 
 def to_csv(rows: list[LeaderboardRow], mode: str = "strict") -> str:
-    records = [{**r, "knobs": json.dumps(r["knobs"], sort_keys=True)}
+    records = [{**r, "knobs": json.dumps(r["knobs"], sort_keys=True),
+                "seed_list": ",".join(map(str, r["seed_list"]))}
                for r in to_records(rows, mode)]
     if not records:
         return ""
@@ -246,22 +269,9 @@ def to_csv(rows: list[LeaderboardRow], mode: str = "strict") -> str:
     return buf.getvalue()
 
 
-def write_leaderboard(store: Store, out_dir: str | Path) -> list[Path]:
-    """Write leaderboard.{csv,md,json} (strict and paper modes) next to the store."""
-    out_dir = Path(out_dir)
-    strict, paper = leaderboard(store, "strict"), leaderboard(store, "paper")
-    files = {
-        "leaderboard.csv": to_csv(strict, "strict") + to_csv(paper, "paper").partition("\n")[2],
-        "leaderboard.md": to_markdown(strict, "strict") + "\n" + to_markdown(paper, "paper"),
-        "leaderboard.json": json.dumps(
-            {"strict": to_records(strict, "strict"), "paper": to_records(paper, "paper")},
-            indent=1, allow_nan=False),
-    }
-    remove_stale_temps(out_dir, ".leaderboard.*.tmp")  # left by a process killed mid-write
-    return [write_text_atomically(out_dir / name, text) for name, text in files.items()]
-
-
-def _by_setting(rows: list[LeaderboardRow]) -> dict[tuple[str, str, str], list[LeaderboardRow]]:
+def group_by_setting(rows: list[LeaderboardRow]
+                     ) -> dict[tuple[str, str, str], list[LeaderboardRow]]:
+    """Rows by (dataset, protocol name, protocol hash), in the order first seen."""
     out: dict[tuple[str, str, str], list[LeaderboardRow]] = {}
     for row in rows:
         out.setdefault((row.dataset, row.protocol, row.protocol_hash), []).append(row)

@@ -89,11 +89,16 @@ class Results:
         (with the paper's checkpoint selection) the test-fold scores."""
         return self._wide("curves", ["trial_id", "epoch"])
 
-    def leaderboard(self, mode: str = "strict") -> pd.DataFrame:
+    def leaderboard(self, mode: str = "strict",
+                    references: dict[str, str] | None = None) -> pd.DataFrame:
         """The leaderboard as the tables show it (``mtlbench leaderboard --format json``): one
         row per (dataset, protocol, method with its knobs), ``<metric>_mean``/``_std`` in
-        display units over the folds, folds, size and precision."""
-        frame = pd.DataFrame(to_records(leaderboard(self.store, mode), mode))
+        display units over the trials (folds × seeds), ``<metric>_seed_std`` (the spread of
+        the seeds' means, with two or more seeds), ``folds``, ``seeds``, ``trials``, the
+        multi-task gain ``delta_m`` in % (None where a reference did not run; ``references``
+        as ``mtlbench leaderboard --delta-ref``: {"seg": NAME, "cls": NAME}), size and
+        precision."""
+        frame = pd.DataFrame(to_records(leaderboard(self.store, mode, references), mode))
         if not frame.empty:
             frame.insert(2, "entry", [entry_name(m, v or "") for m, v in
                                       zip(frame["method"], frame["variant"], strict=True)])

@@ -6,12 +6,9 @@ the split, pretrained weights) is checked first, so a bad input costs seconds, n
 
 from __future__ import annotations
 
-import fcntl
+import dataclasses
 import json
-import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,23 +17,16 @@ from mtlbench.data.prepare import canonical_dataset_spec, lookup_dataset
 from mtlbench.executors import Executor, RunEvents
 from mtlbench.executors.local import LocalExecutor
 from mtlbench.knobs import resolved
+from mtlbench.leaderboard_table import write_leaderboard
 from mtlbench.plugins import Plugins
 from mtlbench.precision import resolve as resolve_precision
 from mtlbench.precision import slow_bf16_warning
 from mtlbench.protocol import Protocol, ProtocolError
-from mtlbench.report import write_leaderboard
 from mtlbench.result_files import ingest, write_result
+from mtlbench.run_folder import RunFolderError, RunLockedError, run_lock  # noqa: F401 (API)
 from mtlbench.store import STORE_NAME, Store, damaged_store
 from mtlbench.trial import SpeedOptions, TrialResult, TrialSpec
 from mtlbench.weights import ensure_weights, required_weights
-
-
-class RunLockedError(RuntimeError):
-    """Another mtlbench run is using the same output folder."""
-
-
-class RunFolderError(RuntimeError):
-    """The run folder (--out) cannot be made or written; the message says why."""
 
 
 @dataclass
@@ -67,11 +57,15 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
              run_dir: Path, folds: list[int] | None = None, data_root: str | None = None,
              cache_dir: str | None = None, device: str = "cpu",
              speed: SpeedOptions | None = None,
-             knob_overrides: dict[str, str] | None = None) -> RunPlan:
-    """Trial specs for every (method, fold), after the early checks; finished ones are skipped.
+             knob_overrides: dict[str, str] | None = None,
+             seeds: list[int] | None = None) -> RunPlan:
+    """Trial specs for every (method, fold, seed), after the early checks; finished ones are
+    skipped.
 
     ``knob_overrides``: ``--set`` values of the methods' knobs (mtlbench.knobs); each method
-    takes those it has."""
+    takes those it has. ``seeds``: the training seeds, replicates of every (method, fold)
+    (default: the protocol's seed alone); the split is the same for all of them
+    (``split_seed``), and so is the protocol's hash."""
     card, options = lookup_dataset(plugins.datasets, dataset)
     dataset = canonical_dataset_spec(card.name, options)
     knobs = {name: resolved(plugins.methods.get(name), protocol.name, knob_overrides,
@@ -95,9 +89,13 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
                             f"has folds 0..{protocol.folds - 1}")
     arrays = load_arrays(card, data_root, protocol.image_size, cache_dir,
                          tuple(sorted(options.items())))
-    specs = [TrialSpec(dataset, m, f, protocol, str(run_dir), data_root, cache_dir, device,
+    seeds = [protocol.seed] if seeds is None else seeds
+    if not seeds or any(s < 0 for s in seeds):
+        raise ProtocolError(f"--seeds {','.join(map(str, seeds))}: give one or more seeds >= 0")
+    replicas = [dataclasses.replace(protocol, seed=s) for s in seeds]
+    specs = [TrialSpec(dataset, m, f, p, str(run_dir), data_root, cache_dir, device,
                        speed, knobs=knobs[m][0], variant=knobs[m][1])
-             for m in methods for f in folds]
+             for m in methods for f in folds for p in replicas]
     if specs:
         fold_indices(specs[0], arrays)  # computes and saves the split once, or checks it
     try:
@@ -132,10 +130,11 @@ def rehashed_protocol_notes(store: Store, protocol: Protocol) -> list[str]:
             continue  # a protocol this version cannot read: another protocol in any case
         if same:
             notes.append(f"this run folder also holds finished trials of this protocol under "
-                         f"its older hash {phash} (earlier mtlbench versions hashed precision "
-                         f"and some methods' loss weights with the protocol; those weights are "
-                         f"the methods' knobs now); they stay in the store and the leaderboard as "
-                         f"rows of their own and are not reused: trials are matched on the "
+                         f"its older hash {phash} (earlier mtlbench versions hashed precision, "
+                         f"the training seed and some methods' loss weights with the protocol; "
+                         f"those weights are the methods' knobs now); they stay in the store "
+                         f"and the leaderboard as rows of their own and are not reused: trials "
+                         f"are matched on the "
                          f"current hash {protocol.hash}")
     return notes
 
@@ -175,41 +174,6 @@ def check_speed(speed: SpeedOptions, device: str, protocol: Protocol | None = No
             raise ProtocolError("--compile on the CPU needs a C/C++ compiler for torch.compile's "
                                 "kernels, and none is on PATH; install one or leave out "
                                 "--compile")
-
-
-@contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run folder for this process; a second run on it stops at once. RunFolderError
-    when the folder cannot be made or written (a file of that name, no permission, a name too
-    long)."""
-    path = run_dir / ".lock"
-    try:
-        if run_dir.exists() and not run_dir.is_dir():
-            raise RunFolderError(f"--out {run_dir}: a file of that name exists; --out names a "
-                                 "run folder (give another name)")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+")  # noqa: SIM115 - closed by the with below
-    except OSError as exc:
-        raise RunFolderError(f"--out {run_dir}: the run folder cannot be used "
-                             f"({exc.strerror or exc}); choose a folder this user may "
-                             "write") from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise RunLockedError(
-                f"{run_dir} is in use by {holder}; wait for it to finish or use another "
-                "--out folder") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"mtlbench run (pid {os.getpid()})")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def execute(plan: RunPlan, run_dir: Path, events: RunEvents,

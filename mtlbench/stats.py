@@ -2,10 +2,15 @@
 and percentile-bootstrap confidence intervals of pooled per-image means.
 
 Per-image values are paired by case id: every case sits in exactly one test fold, so a method's
-per-image values over all its folds pair with another method's. Values that are missing or not
-finite (NaN is stored as NULL) are left out: pairwise for the tests (a case counts only when both
-methods have a finite value), per method for the means and intervals; each result carries the
-``n`` it rests on.
+per-image values over all its folds pair with another method's. With several training seeds,
+an image's value is its mean over the method's seeds: the tests pair images (n stays the
+number of images; an image's seeds are not independent pairs), and the intervals resample
+seeds and then images (``bootstrap_ci_seeds``), so they cover both the test set and the
+training seed, the two things that change when a benchmark is repeated.
+
+Values that are missing or not finite (NaN is stored as NULL) are left out: pairwise for the
+tests (a case counts only when both methods have a finite value), per method for the means and
+intervals; each result carries the ``n`` it rests on.
 """
 
 from __future__ import annotations
@@ -74,6 +79,56 @@ def pooled_mean(values: dict[str, float | None], seed: int = BOOTSTRAP_SEED) -> 
         return PooledMean(0, math.nan, math.nan, math.nan)
     low, high = bootstrap_ci(x, seed=seed)
     return PooledMean(int(x.size), float(x.mean()), low, high)
+
+
+def bootstrap_ci_seeds(matrix, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Two-stage percentile-bootstrap interval of the pooled mean of ``matrix`` (seeds × images,
+    NaN where a value is missing): each resample draws the seeds with replacement, then the
+    images with replacement, and averages each drawn image over the drawn seeds, then over the
+    images. With one seed it is ``bootstrap_ci`` of that seed's finite values."""
+    x = np.asarray(matrix, dtype=np.float64)
+    if x.shape[0] == 1:
+        return bootstrap_ci(x[0][np.isfinite(x[0])], level, resamples, seed)
+    keep = np.isfinite(x).any(axis=0)
+    x = x[:, keep]
+    if x.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, x.shape[0], size=(resamples, x.shape[0]))
+    images = rng.integers(0, x.shape[1], size=(resamples, x.shape[1]))
+    drawn = x[seeds[:, :, None], images[:, None, :]]  # resamples × seeds × images
+    finite = np.isfinite(drawn)
+    counts = finite.sum(axis=1)
+    per_image = np.where(finite, drawn, 0.0).sum(axis=1) / np.maximum(counts, 1)
+    per_image = np.where(counts > 0, per_image, np.nan)  # an image no drawn seed has
+    means = np.nanmean(per_image, axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.nanpercentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def pooled_mean_over_seeds(by_seed: dict[int, dict[str, float | None]],
+                           seed: int = BOOTSTRAP_SEED) -> PooledMean:
+    """Pooled mean of per-image values over several training seeds (seed -> case -> value):
+    the mean over the images of each image's mean over its finite seeds, with the two-stage
+    interval; with one seed exactly ``pooled_mean``."""
+    if len(by_seed) == 1:
+        return pooled_mean(next(iter(by_seed.values())), seed)
+    cases = sorted({c for values in by_seed.values() for c in values})
+    matrix = np.array([[_finite_or_nan(values.get(c)) for c in cases]
+                       for _, values in sorted(by_seed.items())], dtype=np.float64)
+    finite = np.isfinite(matrix)
+    counts = finite.sum(axis=0)
+    if not counts.any():
+        return PooledMean(0, math.nan, math.nan, math.nan)
+    per_image = np.where(finite, matrix, 0.0).sum(axis=0)[counts > 0] / counts[counts > 0]
+    low, high = bootstrap_ci_seeds(matrix, seed=seed)
+    return PooledMean(int(per_image.size), float(per_image.mean()), low, high)
+
+
+def _finite_or_nan(value: float | None) -> float:
+    return math.nan if value is None or not math.isfinite(value) else float(value)
 
 
 def paired(a: dict[str, float | None], b: dict[str, float | None]

@@ -52,6 +52,7 @@ from mtlbench.evaluation import evaluate, predict, selection_score
 from mtlbench.knobs import defaults as knob_defaults
 from mtlbench.knobs import knob_values
 from mtlbench.losses import TrialLoss, build_terms
+from mtlbench.multitask_gain import default_references
 from mtlbench.plugins import Plugins, load_plugins
 from mtlbench.precision import autocast, precision_record
 from mtlbench.precision import resolve as resolve_precision
@@ -177,6 +178,8 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
                 **peak_memory(device)},
         env={**environment(spec, plugins, owner), "loss": loss.describe(),
              "caveats": loss.caveats(),
+             "tasks": sorted(method.tasks), "reference_for": sorted(method.reference_for),
+             "references": default_references(plugins.methods.items()),
              "weights": [w.name for w in required_weights(method, p, knobs)],
              "precision": precision_record(p.precision, spec.device, state.precisions,
                                            precision),

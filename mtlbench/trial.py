@@ -56,6 +56,7 @@ class TrialSpec:
 
     @property
     def seed(self) -> int:
+        """The training seed: a replicate of the (method, fold) under one protocol hash."""
         return self.protocol.seed
 
     @property
@@ -75,7 +76,8 @@ class TrialSpec:
     @property
     def label(self) -> str:
         method = f"{self.method} [{self.variant}]" if self.variant else self.method
-        return f"{method} · {self.dataset} · fold {self.fold}"
+        seed = "" if self.seed == Protocol.seed else f" · seed {self.seed}"
+        return f"{method} · {self.dataset} · fold {self.fold}{seed}"
 
 
 @dataclass

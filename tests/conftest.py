@@ -127,13 +127,14 @@ def folder_dataset(root: Path, n: int = 6, size: int = 40) -> Path:
     return root
 
 
-def tiny_run(out: Path, methods: str, folds: str, epochs: int = 1) -> Path:
+def tiny_run(out: Path, methods: str, folds: str, epochs: int = 1, extra: tuple = ()) -> Path:
     """A real `mtlbench run` of ``methods`` on the synthetic set at 32², fp32 on the CPU,
-    asserted to succeed (seconds): the run folder many tests read."""
+    asserted to succeed (seconds): the run folder many tests read. ``extra``: more options."""
     from mtlbench.cli import main
 
     result = CliRunner().invoke(main, [
         "run", "--methods", methods, "--folds", folds, "--set", "image_size=32", "--set",
-        f"epochs={epochs}", "--set", "precision=fp32", "--device", "cpu", "--out", str(out)])
+        f"epochs={epochs}", "--set", "precision=fp32", "--device", "cpu", "--out", str(out),
+        *extra])
     assert result.exit_code == 0, result.output
     return out

@@ -154,8 +154,9 @@ def test_html_leaderboard_of_the_same_run_is_a_complete_table(run_folder):
     parser.feed(result.stdout)
     assert parser.tables == 1 and parser.scripts == 0  # self-contained
     header, *body = parser.rows
-    assert header[:3] == ["Method", "Dice", "Jaccard"] and header[-2:] == ["Folds", "Precision"]
+    assert header[:3] == ["Method", "Dice", "Jaccard"] and header[-3:] == ["Folds", "Seeds",
+                                                                              "Precision"]
     assert sorted(r[0] for r in body) == ["clsnet", "fcn"]
     assert all(len(r) == len(header) for r in body)
     fcn = next(r for r in body if r[0] == "fcn")
-    assert "±" in fcn[1] and fcn[-2:] == ["2", "fp32"]  # the run folder's trials ask for fp32
+    assert "±" in fcn[1] and fcn[-3:] == ["2", "1", "fp32"]  # the run folder's trials ask for fp32

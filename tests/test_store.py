@@ -5,7 +5,8 @@ import sqlite3
 
 import pytest
 
-from mtlbench.report import leaderboard, write_leaderboard
+from mtlbench.leaderboard_table import write_leaderboard
+from mtlbench.report import leaderboard
 from mtlbench.store import Store, StoreError
 from mtlbench.trial import TrialResult
 

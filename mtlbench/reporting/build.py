@@ -36,9 +36,11 @@ def store_path(run: str | Path) -> Path:
 
 def write_report(run: str | Path, out_dir: str | Path | None = None, mode: str = "strict",
                  dataset: str | None = None, grid: int = DEFAULT_GRID_CASES,
-                 methods_registry=None, datasets_registry=None) -> Path:
+                 methods_registry=None, datasets_registry=None,
+                 references: dict[str, str] | None = None) -> Path:
     """Write ``report.html`` and ``figures/*.png`` of the store of ``run`` into ``out_dir``
-    (default: ``<run folder>/report``) and return the page's path.
+    (default: ``<run folder>/report``) and return the page's path. ``references``: the Δm
+    references (``--delta-ref``; default: what the trials recorded).
 
     Raises ReportError for a missing, empty or unreadable store and for a store without
     finished trials (of ``dataset``, when given).
@@ -47,7 +49,8 @@ def write_report(run: str | Path, out_dir: str | Path | None = None, mode: str =
     out = Path(out_dir) if out_dir is not None else path.parent / "report"
     try:
         with Store.read(path) as store:
-            settings = collect(store, mode, dataset, methods_registry, datasets_registry)
+            settings = collect(store, mode, dataset, methods_registry, datasets_registry,
+                               references)
             stored = sorted({t["dataset"] for t in store.trials("finished")})
     except sqlite3.DatabaseError as exc:
         raise ReportError(f"store {path} cannot be read: {exc}") from exc

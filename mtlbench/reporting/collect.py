@@ -29,6 +29,9 @@ class Setting:
     rows: list[LeaderboardRow]
     # Keyed by row name (LeaderboardRow.entry: the method, with its non-default knobs).
     trials: dict[str, list[dict]] = field(default_factory=dict)  # method -> trials by fold
+    # method -> seed -> case id -> the image's stored row (metrics, label, pred_label)
+    seed_images: dict[str, dict[int, dict[str, dict]]] = field(default_factory=dict)
+    # method -> case id -> the row of the method's first seed (captions, empty predictions)
     images: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
     curves: dict[str, dict[int, list[dict]]] = field(default_factory=dict)  # method -> fold
     predictions: dict[str, dict[str, str]] = field(default_factory=dict)  # method -> case -> PNG
@@ -36,6 +39,12 @@ class Setting:
     gallery: dict[str, dict[str, Any]] = field(default_factory=dict)
     published: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     classes: tuple[str, ...] = ()
+    references: dict[str, str] = field(default_factory=dict)  # the Δm references asked for
+
+    @property
+    def seeds(self) -> list[int]:
+        """Every training seed of the setting's trials."""
+        return sorted({seed for by_seed in self.seed_images.values() for seed in by_seed})
 
     @property
     def methods(self) -> list[str]:
@@ -53,28 +62,43 @@ class Setting:
 
     def per_image(self, column: str) -> dict[str, dict[str, float | None]]:
         """method -> case id -> the per-image value of ``column`` in display units, for the
-        methods that have it; a missing value is None."""
+        methods that have it: the mean over the method's seeds of the finite values (the value
+        itself with one seed); None when no seed has a finite one."""
         out: dict[str, dict[str, float | None]] = {}
+        for method, by_seed in self.per_image_by_seed(column).items():
+            cases: dict[str, list[float | None]] = {}
+            for values in by_seed.values():
+                for case_id, value in values.items():
+                    cases.setdefault(case_id, []).append(value)
+            out[method] = {case_id: _mean_of_finite(values) for case_id, values in cases.items()}
+        return out
+
+    def per_image_by_seed(self, column: str) -> dict[str, dict[int, dict[str, float | None]]]:
+        """method -> seed -> case id -> the per-image value of ``column`` in display units
+        (None where it is missing), for the methods that have it."""
+        out: dict[str, dict[int, dict[str, float | None]]] = {}
         metric = BY_COLUMN[column]
         scale = metric.scale
-        for method, cases in self.images.items():
-            values: dict[str, float | None] = {}
-            for case_id, row in cases.items():
-                if column == "ACC":
-                    if row.get("pred_label") is None or row.get("label") is None:
-                        continue
-                    values[case_id] = scale * float(row["pred_label"] == row["label"])
-                else:
-                    key = metric.store_key(self.mode)
-                    if key not in row:
-                        continue
-                    values[case_id] = None if row[key] is None else scale * row[key]
-            if values:
-                out[method] = values
+        for method, by_seed in self.seed_images.items():
+            for seed, cases in by_seed.items():
+                values: dict[str, float | None] = {}
+                for case_id, row in cases.items():
+                    if column == "ACC":
+                        if row.get("pred_label") is None or row.get("label") is None:
+                            continue
+                        values[case_id] = scale * float(row["pred_label"] == row["label"])
+                    else:
+                        key = metric.store_key(self.mode)
+                        if key not in row:
+                            continue
+                        values[case_id] = None if row[key] is None else scale * row[key]
+                if values:
+                    out.setdefault(method, {})[seed] = values
         return out
 
     def fold_values(self, column: str) -> dict[str, list[float]]:
-        """method -> the fold means of a leaderboard ``column`` in display units."""
+        """method -> the trials' means (every fold of every seed) of a leaderboard ``column`` in
+        display units."""
         key, scale = next((k, s) for name, k, s in metric_columns(self.mode) if name == column)
         out = {}
         for method, trials in self.trials.items():
@@ -93,11 +117,13 @@ class Setting:
 
 
 def collect(store: Store, mode: str = "strict", dataset: str | None = None,
-            methods_registry=None, datasets_registry=None) -> list[Setting]:
+            methods_registry=None, datasets_registry=None,
+            references: dict[str, str] | None = None) -> list[Setting]:
     """The settings of the store's finished trials (all, or those of ``dataset``, matched on
     the full spec or the dataset's name); the registries, when given, supply the paper's
-    numbers (method cards) and class names (dataset cards)."""
-    rows = leaderboard(store, mode)
+    numbers (method cards) and class names (dataset cards); ``references``: Δm's
+    (mtlbench.multitask_gain)."""
+    rows = leaderboard(store, mode, references)
     if dataset is not None:
         rows = [r for r in rows if dataset in (r.dataset, _base_name(r.dataset))]
     groups: dict[tuple[str, str], list[LeaderboardRow]] = {}
@@ -108,11 +134,17 @@ def collect(store: Store, mode: str = "strict", dataset: str | None = None,
     for (ds, phash), group in groups.items():
         mine = [t for t in trials if t["dataset"] == ds and t["protocol_hash"] == phash]
         size = int(mine[0]["protocol"].get("image_size", 0))
-        setting = Setting(ds, group[0].protocol, phash, size, mode, group)
-        for trial in sorted(mine, key=lambda t: t["fold"]):
+        setting = Setting(ds, group[0].protocol, phash, size, mode, group,
+                          references=dict(references or {}))
+        first_seed = {}
+        for trial in sorted(mine, key=lambda t: (t["seed"], t["fold"])):
             method = entry_name(trial["method"], trial.get("variant") or "")
+            first = first_seed.setdefault(method, trial["seed"]) == trial["seed"]
             setting.trials.setdefault(method, []).append(trial)
             cases = store.image_metrics(trial["trial_id"])
+            setting.seed_images.setdefault(method, {}).setdefault(trial["seed"], {}).update(cases)
+            if not first:
+                continue  # curves, captions and predictions show the method's first seed
             setting.images.setdefault(method, {}).update(cases)
             setting.case_folds.update(dict.fromkeys(cases, trial["fold"]))
             setting.curves.setdefault(method, {})[trial["fold"]] = store.curve(trial["trial_id"])
@@ -156,6 +188,11 @@ def class_label(classes: tuple[str, ...], label: float | int | None) -> str:
         return "–"
     index = int(label)
     return classes[index] if 0 <= index < len(classes) else f"class {index}"
+
+
+def _mean_of_finite(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
 
 
 def _base_name(dataset: str) -> str:

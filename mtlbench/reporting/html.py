@@ -6,8 +6,10 @@ import base64
 import math
 from html import escape
 
+from mtlbench.leaderboard_table import LEGEND, Section
+from mtlbench.leaderboard_table import build as build_table
 from mtlbench.predictions import decode_png
-from mtlbench.report import caveat_notes, cell, headline_columns
+from mtlbench.report import headline_columns
 from mtlbench.reporting.collect import Setting, class_label
 from mtlbench.reporting.grid import GridCase
 from mtlbench.reporting.significance import MetricStatistics
@@ -54,37 +56,46 @@ def format_p(p: float) -> str:
 
 
 def leaderboard_table(setting: Setting) -> str:
-    """Ours beside the paper's published numbers, per headline metric."""
-    columns = headline_columns()
-    head1 = ['<th class="method" rowspan="2">Method</th>']
-    head1 += [f'<th colspan="2">{escape(c)}</th>' for c in columns]
-    head1 += ['<th rowspan="2">Params (M)</th><th rowspan="2">GFLOPs</th>'
-              '<th rowspan="2">Folds</th>']
-    head2 = ["<th>ours</th><th>paper</th>" for _ in columns]
+    """The leaderboard's table of the setting (mtlbench.leaderboard_table) with the paper's
+    published numbers beside ours, per headline metric."""
+    section = setting_section(setting)
+    metrics = set(headline_columns())
+    head1, head2 = [], []
+    for i, column in enumerate(section.columns):
+        if column in metrics:
+            head1.append(f'<th colspan="2">{escape(column)}</th>')
+            head2.append("<th>ours</th><th>paper</th>")
+        else:
+            css = ' class="method"' if i == 0 else ""
+            head1.append(f'<th{css} rowspan="2">{escape(column)}</th>')
     parts = ['<div class="wide"><table class="leaderboard">', "<tr>" + "".join(head1) + "</tr>",
              "<tr>" + "".join(head2) + "</tr>"]
-    for row in setting.rows:
+    for row, texts in zip(section.rows, section.cells, strict=True):
         paper = setting.published.get(row.entry, {})
-        cells = []
-        for column in columns:
-            cells.append(f"<td>{escape(cell(row, column))}</td>")
+        cells = [f'<td class="method">{escape(texts[0])}</td>']
+        for column, text in zip(section.columns[1:], texts[1:], strict=True):
+            cells.append(f"<td>{escape(text)}</td>")
+            if column not in metrics:
+                continue
             if column in paper:
                 mean, std = paper[column]
                 cells.append(f'<td class="paper">{mean:.2f} ± {std:.2f}</td>')
             else:
                 cells.append('<td class="paper">–</td>')
-        parts.append(f'<tr data-method="{escape(row.entry)}">'
-                     f'<td class="method">{escape(row.label)}</td>' + "".join(cells)
-                     + f"<td>{row.mparams:.2f}</td><td>{row.gflops:.2f}</td>"
-                     f"<td>{len(row.folds)}</td></tr>")
+        parts.append(f'<tr data-method="{escape(row.entry)}">' + "".join(cells) + "</tr>")
     parts.append("</table></div>")
     return "\n".join(parts)
 
 
+def setting_section(setting: Setting) -> Section:
+    """The setting's section of the leaderboard's table model: the same columns, cells and
+    notes as `mtlbench leaderboard`."""
+    return build_table(setting.rows, setting.mode, setting.references).sections[0]
+
+
 def leaderboard_notes(setting: Setting) -> str:
-    notes = [f"Ours: {setting.mode} metrics, mean ± std (ddof 0) over the fold means; "
-             f"{escape(setting.rows[0].selection)}. Dice, Jaccard, ACC, PRE, REC in %; HD95, "
-             "ASD in pixels at the protocol size; PRE weighted, REC macro (as the paper's code)."]
+    notes = [f"Ours: {setting.mode} metrics; {escape(setting.rows[0].selection)}. "
+             + escape(LEGEND)]
     if any(setting.published.values()):
         notes.append(
             "<i>Paper</i>: the numbers the paper published for this dataset (from the method "
@@ -94,7 +105,7 @@ def leaderboard_notes(setting: Setting) -> str:
     else:
         notes.append(f"The paper published no numbers for dataset {escape(setting.dataset)!r} "
                      "(or its methods are not registered here): the paper columns are empty.")
-    notes.extend(escape(note) for note in caveat_notes(setting.rows))
+    notes.extend(escape(note) for note in setting_section(setting).notes)
     return "".join(f'<p class="note">{n}</p>' for n in notes)
 
 
@@ -130,10 +141,27 @@ def stats_table(stats: list[MetricStatistics], labels: dict[str, str]) -> str:
 
 
 def stats_notes(setting: Setting) -> str:
+    seeds = setting.seeds
+    if len(seeds) > 1:
+        pooled = (
+            f"Pooled mean: over the {len(seeds)} training seeds ({', '.join(map(str, seeds))}), "
+            "each image's value is its mean over the seeds; the pooled mean is the mean of those "
+            "over all test folds (every case is in one test fold), with a 95% two-stage "
+            f"percentile-bootstrap interval ({BOOTSTRAP_RESAMPLES} resamples, seed "
+            f"{BOOTSTRAP_SEED}: the seeds are drawn with replacement, then the images), so the "
+            "interval covers both the training seed and the test images.")
+        unit = ("The tests pair each image's mean over the seeds (an image's seeds are not "
+                "independent pairs, so n counts images).")
+    else:
+        pooled = (
+            "Pooled mean: the mean of the per-image values over all test folds (every case is "
+            f"in one test fold), with a 95% percentile-bootstrap interval "
+            f"({BOOTSTRAP_RESAMPLES} resamples of the images, seed {BOOTSTRAP_SEED}).")
+        unit = ("The tests treat images as the unit and one training run per fold: with one "
+                "training seed they do not include the variation between seeds (run --seeds "
+                "3 for that).")
     notes = [
-        "Pooled mean: the mean of the per-image values over all test folds (every case is in "
-        f"one test fold), with a 95% percentile-bootstrap interval ({BOOTSTRAP_RESAMPLES} "
-        f"resamples of the images, seed {BOOTSTRAP_SEED}).",
+        pooled,
         "Best: the best pooled mean of the metric. Every other method is tested against it "
         "with a two-sided Wilcoxon signed-rank test on the images both have a value for, "
         "paired by case id (zero differences dropped); Δ is the mean paired difference "
@@ -144,8 +172,7 @@ def stats_notes(setting: Setting) -> str:
         "are in the box plots.",
         "An image whose value is undefined (NaN, stored as NULL) is left out of that metric: "
         "of its method's mean, and of every test that involves the method; n counts the images "
-        "used. The tests treat images as the unit and one training run per fold: they do not "
-        "include the variation between training seeds.",
+        "used. " + unit,
     ]
     empty = setting.empty_predictions()
     if empty and setting.mode == "strict":

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mtlbench.reporting.collect import STAT_METRICS, Setting
-from mtlbench.stats import PairedTest, PooledMean, compare_to_best, pooled_mean
+from mtlbench.stats import PairedTest, PooledMean, compare_to_best, pooled_mean_over_seeds
 
 
 @dataclass
@@ -25,11 +25,12 @@ def setting_statistics(setting: Setting) -> list[MetricStatistics]:
     out = []
     for metric in STAT_METRICS:
         column, lower = metric.column, not metric.higher_is_better
-        per_method = setting.per_image(column)
+        per_method = setting.per_image(column)  # each image's mean over the seeds
         if not per_method:
             continue
         best, tests = compare_to_best(per_method, lower)
+        by_seed = setting.per_image_by_seed(column)
         out.append(MetricStatistics(column, lower, best,
-                                    {m: pooled_mean(v) for m, v in per_method.items()},
+                                    {m: pooled_mean_over_seeds(by_seed[m]) for m in per_method},
                                     {t.method: t for t in tests}))
     return out

@@ -165,7 +165,14 @@ def _card(name: str) -> MethodCard:
         # The released code keeps the torchvision ResNet and re-wraps its children, so thop
         # counted the encoder twice (spec §7); `mtlbench profile` reproduces that figure.
         thop_double_counted=("encoder",),
+        # The paper's single-task baselines (its Table 2) are the references of Δm.
+        reference_for=REFERENCE_FOR.get(name, frozenset()),
     )
+
+
+#: The tasks a variant is the default single-task reference of, for the multi-task gain Δm:
+#: the ablation's UNet and ClsNet share the multi-task variants' encoder and decoder.
+REFERENCE_FOR = {"unet": frozenset({"seg"}), "clsnet": frozenset({"cls"})}
 
 
 @hookimpl
