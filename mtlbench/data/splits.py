@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import KFold, StratifiedGroupKFold
 
 from mtlbench.data.prepare import DatasetArrays
 from mtlbench.files import write_text_atomically
@@ -31,6 +30,10 @@ class TooFewCasesError(ValueError):
 
 def make_folds(arrays: DatasetArrays, n_folds: int, method: str, seed: int) -> list[list[int]]:
     """Test-set case indices of each fold; every case is in exactly one test set."""
+    # imported here: scikit-learn takes seconds to import, and the commands that only read
+    # results (leaderboard, compare) import this module for its errors
+    from sklearn.model_selection import KFold, StratifiedGroupKFold
+
     n = len(arrays)
     units, what = ((n, "case(s)") if method == "paper"
                    else (len(set(arrays.groups)), "group(s) (patients or near-duplicate "
