@@ -39,12 +39,13 @@ from mtlbench.data.prepare import (
     DatasetLayoutError,
     DatasetOptionError,
     canonical_dataset_spec,
+    dataset_identity,
     lookup_dataset,
     parse_dataset_spec,
     reading,
     resolve_root,
 )
-from mtlbench.data.splits import SplitMismatchError, TooFewCasesError
+from mtlbench.data.splits import PartitionError, SplitMismatchError, TooFewCasesError
 from mtlbench.executors import (
     DEFAULT_EXECUTOR,
     ExecutorContext,
@@ -84,7 +85,7 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 180, e
 USER_ERRORS = (UnknownNameError, ProtocolError, ExecutorOptionError, ExecutorError,
                DataNotFoundError, DatasetLayoutError, DatasetOptionError, SplitMismatchError,
                TooFewCasesError, WeightsUnavailableError, RunLockedError, RunFolderError,
-               StoreError)
+               StoreError, PartitionError)
 DEFAULT_OUT = "mtlbench-runs"
 
 
@@ -263,7 +264,7 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, out, data_root
                           "result files first and trains none of their trials again.")
         sys.exit(1)
     try:
-        _show_leaderboard(run_dir, dataset, protocol.hash)
+        _show_leaderboard(run_dir, dataset_identity(card, options), protocol.hash)
     except (StoreError, sqlite3.DatabaseError) as exc:
         err_console.print(f"[yellow]note:[/] the leaderboard cannot be shown ({escape(str(exc))})")
     for path in summary.leaderboard_files:
