@@ -127,6 +127,9 @@ def test_grouped_splits_never_divide_a_patient(tmp_path):
     make_busbra(tmp_path)
     card, options = lookup_dataset(load_plugins().datasets, "busbra")
     arrays = prepare_dataset(card, tmp_path, 32, tmp_path / "cache", options)
+    cached = prepare_dataset(card, tmp_path, 32, tmp_path / "cache", options)  # from the file
+    assert len(arrays.folds) == 24 and (cached.folds, cached.fields) == (arrays.folds,
+                                                                         arrays.fields)
     for seed in (0, 1, 2):
         folds = make_folds(arrays, 5, "stratified-group", seed)
         fold_of = {i: k for k, fold in enumerate(folds) for i in fold}
