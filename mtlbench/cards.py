@@ -272,6 +272,12 @@ class DatasetCard:
     ``load(root)`` returns the cases (``root`` is None for datasets that need no files);
     ``fingerprint(root)`` is a cheap string that changes whenever the data would (it keys the
     resized-array cache, so an epoch never touches the disk).
+
+    ``partition`` says in words what the dataset's own partition is (its cases carry their
+    fold, ``Case.fold``), which ``split=official`` follows; empty when it ships none, and
+    ``split=official`` is refused. ``path_options`` names the options whose values are files
+    or folders: given as an absolute path, such a value enters the dataset's identity (trial
+    ids, split files, tables) by its name alone, so the data resumes wherever it sits.
     """
 
     name: str
@@ -293,6 +299,8 @@ class DatasetCard:
     # Checks the option values when the spec is parsed (before anything is read); raises
     # mtlbench.data.prepare.DatasetOptionError naming the option.
     validate: Callable[[dict[str, str]], None] | None = None
+    partition: str = ""
+    path_options: tuple[str, ...] = ()
 
     def class_names(self, options: dict[str, str]) -> tuple[str, ...]:
         return self.classes_for(options) if self.classes_for else tuple(self.classes)

@@ -38,12 +38,13 @@ from mtlbench.data.prepare import (
     DatasetLayoutError,
     DatasetOptionError,
     canonical_dataset_spec,
+    dataset_identity,
     lookup_dataset,
     parse_dataset_spec,
     reading,
     resolve_root,
 )
-from mtlbench.data.splits import SplitMismatchError, TooFewCasesError
+from mtlbench.data.splits import PartitionError, SplitMismatchError, TooFewCasesError
 from mtlbench.executors import (
     DEFAULT_EXECUTOR,
     ExecutorContext,
@@ -76,7 +77,7 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 180, e
 USER_ERRORS = (UnknownNameError, ProtocolError, ExecutorOptionError, ExecutorError,
                DataNotFoundError, DatasetLayoutError, DatasetOptionError, SplitMismatchError,
                TooFewCasesError, WeightsUnavailableError, RunLockedError, RunFolderError,
-               StoreError)
+               StoreError, PartitionError)
 DEFAULT_OUT = "mtlbench-runs"
 
 
@@ -285,7 +286,8 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, seeds, out, da
         sys.exit(1)
     try:
         with Store.read(run_dir) as store:
-            _show_leaderboard([r for r in leaderboard(store) if r.dataset == dataset
+            identity = dataset_identity(card, options)
+            _show_leaderboard([r for r in leaderboard(store) if r.dataset == identity
                                and r.protocol_hash == protocol.hash])
     except (StoreError, sqlite3.DatabaseError) as exc:
         err_console.print(f"[yellow]note:[/] the leaderboard cannot be shown ({escape(str(exc))})")

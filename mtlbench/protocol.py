@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-SPLITS = ("stratified-group", "paper")
+SPLITS = ("stratified-group", "paper", "official")  # official: the dataset's own partition
 CHECKPOINTS = ("last", "paper")
 PRETRAINED = ("none", "imagenet")
 SCHEDULES = ("cosine", "constant")

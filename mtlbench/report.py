@@ -66,6 +66,8 @@ class LeaderboardRow:
         words = []
         if self.split == "paper":
             words.append("paper's split (not grouped: near-duplicates may leak)")
+        if self.split == "official":
+            words.append("the dataset's own folds (split=official)")
         if self.checkpoint == "paper":
             words.append("checkpoint chosen on the test fold (paper's selection, optimistic)")
         else:

@@ -12,12 +12,13 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtlbench.data.fold import fold_indices, load_arrays
-from mtlbench.data.prepare import canonical_dataset_spec, lookup_dataset
+from mtlbench.data.fold import fold_indices, load_arrays, split_notes
+from mtlbench.data.prepare import canonical_dataset_spec, dataset_identity, lookup_dataset
 from mtlbench.executors import Executor, RunEvents
 from mtlbench.executors.local import LocalExecutor
 from mtlbench.knobs import resolved
 from mtlbench.leaderboard_table import write_leaderboard
+from mtlbench.older_ids import adopt_older_trials
 from mtlbench.plugins import Plugins
 from mtlbench.precision import resolve as resolve_precision
 from mtlbench.precision import slow_bf16_warning
@@ -67,7 +68,9 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
     (default: the protocol's seed alone); the split is the same for all of them
     (``split_seed``), and so is the protocol's hash."""
     card, options = lookup_dataset(plugins.datasets, dataset)
-    dataset = canonical_dataset_spec(card.name, options)
+    data_spec = canonical_dataset_spec(card.name, options)
+    dataset = dataset_identity(card, options)  # no absolute path: the data may move
+    check_partition(plugins, card, protocol)
     knobs = {name: resolved(plugins.methods.get(name), protocol.name, knob_overrides,
                             plugins.methods.owner(name)) for name in methods}
     warnings = check_precision(protocol, device)
@@ -94,15 +97,20 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
         raise ProtocolError(f"--seeds {','.join(map(str, seeds))}: give one or more seeds >= 0")
     replicas = [dataclasses.replace(protocol, seed=s) for s in seeds]
     specs = [TrialSpec(dataset, m, f, p, str(run_dir), data_root, cache_dir, device,
-                       speed, knobs=knobs[m][0], variant=knobs[m][1])
+                       speed, knobs=knobs[m][0], variant=knobs[m][1], data_spec=data_spec)
              for m in methods for f in folds for p in replicas]
     if specs:
         fold_indices(specs[0], arrays)  # computes and saves the split once, or checks it
+        warnings += split_notes(specs[0], arrays)
     try:
         with Store.in_run_dir(run_dir) as store:
             store.check_writable()  # a damaged or read-only store stops the run before work
             # Results that cluster jobs (or a run whose store failed) wrote count as done.
             plan_ingested, plan_problems = ingest(store, run_dir)
+            warnings += adopt_older_trials(store, specs)
+            if arrays.fields:
+                store.record_case_fields(dataset, dict(zip(arrays.ids, arrays.fields,
+                                                           strict=True)))
             finished = store.finished_ids()
             warnings += rehashed_protocol_notes(store, protocol)
     except sqlite3.DatabaseError as exc:
@@ -112,6 +120,18 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
                    ingested=plan_ingested, problems=plan_problems, warnings=warnings)
     plan.resumable = [s for s in plan.specs if s.checkpoint_path.exists()]
     return plan
+
+
+def check_partition(plugins: Plugins, card, protocol: Protocol) -> None:
+    """ProtocolError when ``split=official`` asks for a partition the dataset does not ship
+    (before any data is read)."""
+    if protocol.split != "official" or card.partition:
+        return
+    shipping = [name for name, c in plugins.datasets.items() if c.partition]
+    raise ProtocolError(f"dataset {card.name!r} ships no partition of its own, so "
+                        f"split=official cannot be followed (datasets that ship one: "
+                        f"{', '.join(shipping) or 'none'}); use --set split=stratified-group "
+                        "(the default) or split=paper")
 
 
 def rehashed_protocol_notes(store: Store, protocol: Protocol) -> list[str]:

@@ -25,6 +25,10 @@ from mtlbench.trial import TrialResult
 # version (mtlbench.identity), the method's knob values and their variant text. A version-1
 # store is migrated when opened (ALTER TABLE ADD COLUMN: its trials get key version 1 and no
 # knobs); mtlbench 0.1, which would write rows without those columns, refuses a version-2 store.
+# Schema step "case fields" (mtlbench 0.2, BUS-BRA): the case_fields table, what a dataset
+# records about each case (BI-RADS, scanner), keyed by dataset and case id. Additive like the
+# predictions table (CREATE TABLE IF NOT EXISTS; an older mtlbench ignores it), so it needs no
+# version of its own.
 SCHEMA_VERSION = 2
 _TRIAL_COLUMNS_V2 = (("key_version", "INTEGER NOT NULL DEFAULT 1"),
                      ("knobs_json", "TEXT NOT NULL DEFAULT '{}'"),
@@ -67,6 +71,10 @@ CREATE TABLE IF NOT EXISTS case_images (
     dataset TEXT NOT NULL, image_size INTEGER NOT NULL, case_id TEXT NOT NULL,
     label INTEGER NOT NULL, image_png TEXT NOT NULL, mask_png TEXT NOT NULL,
     PRIMARY KEY (dataset, image_size, case_id)
+);
+CREATE TABLE IF NOT EXISTS case_fields (
+    dataset TEXT NOT NULL, case_id TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (dataset, case_id, field)
 );
 """
 
@@ -227,6 +235,49 @@ class Store:
                 "INSERT OR REPLACE INTO case_images VALUES (?,?,?,?,?,?)",
                 [(result.dataset, size, case_id, int(c["label"]), c["image"], c["mask"])
                  for case_id, c in result.gallery.items()])
+
+    def record_case_fields(self, dataset: str, fields: dict[str, dict[str, str]]) -> None:
+        """Keep what ``dataset`` records about its cases (case id -> field -> value), replacing
+        what was kept for it before, in one transaction."""
+        with self._transaction():
+            self._db.execute("DELETE FROM case_fields WHERE dataset=?", (dataset,))
+            self._db.executemany("INSERT INTO case_fields VALUES (?,?,?,?)",
+                                 [(dataset, case_id, name, str(value))
+                                  for case_id, values in fields.items()
+                                  for name, value in values.items()])
+
+    def case_fields(self, dataset: str) -> dict[str, dict[str, str]]:
+        """case id -> field -> value kept for ``dataset`` (empty for a dataset that records
+        none, or a store from before case fields, read as it is)."""
+        out: dict[str, dict[str, str]] = {}
+        try:
+            rows = self._db.execute("SELECT case_id, field, value FROM case_fields "
+                                    "WHERE dataset=?", (dataset,)).fetchall()
+        except sqlite3.OperationalError:
+            return {}
+        for case_id, name, value in rows:
+            out.setdefault(case_id, {})[name] = value
+        return out
+
+    def rename_trial(self, old_id: str, new_id: str, dataset: str) -> bool:
+        """Give a stored trial a new id and dataset name, with everything recorded under it
+        (and its dataset's gallery images), in one transaction: for trials stored under an
+        older identity. False, changing nothing, when ``old_id`` is not stored or ``new_id``
+        already is."""
+        with self._transaction():
+            db = self._db
+            rows = dict(db.execute("SELECT trial_id, dataset FROM trials WHERE trial_id IN "
+                                   "(?, ?)", (old_id, new_id)).fetchall())
+            if set(rows) != {old_id}:
+                return False
+            db.execute("PRAGMA defer_foreign_keys = ON")  # children follow before the commit
+            db.execute("UPDATE trials SET trial_id=?, dataset=? WHERE trial_id=?",
+                       (new_id, dataset, old_id))
+            for table in ("fold_metrics", "image_metrics", "curves", "predictions"):
+                db.execute(f"UPDATE {table} SET trial_id=? WHERE trial_id=?", (new_id, old_id))
+            db.execute("UPDATE OR IGNORE case_images SET dataset=? WHERE dataset=?",
+                       (dataset, rows[old_id]))
+        return True
 
     def trials(self, status: str | None = "finished") -> list[dict[str, Any]]:
         """Trial rows (with their fold metrics under ``metrics``), oldest first."""

@@ -87,7 +87,7 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
     """
     plugins = plugins or _plugins()
     method = plugins.methods.get(spec.method)
-    dataset, options = lookup_dataset(plugins.datasets, spec.dataset)
+    dataset, options = lookup_dataset(plugins.datasets, spec.data_spec or spec.dataset)
     p = spec.protocol
     started = time.perf_counter()
     arrays = load_arrays(dataset, spec.data_root, p.image_size, spec.cache_dir,

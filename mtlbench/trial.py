@@ -53,6 +53,9 @@ class TrialSpec:
     speed: SpeedOptions = field(default_factory=SpeedOptions)
     knobs: Knobs = ()  # the method's knob values (mtlbench.knobs), sorted (name, value) pairs
     variant: str = ""  # the knobs that differ from the method's defaults, in words
+    # The dataset spec to load, as given (an absolute path in it too); ``dataset`` is its
+    # identity (mtlbench.data.prepare.dataset_identity). Empty: load ``dataset``.
+    data_spec: str = ""
 
     @property
     def seed(self) -> int:

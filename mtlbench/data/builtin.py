@@ -25,7 +25,7 @@ def _synthetic_fingerprint(root: Path | None) -> str:
 
 @hookimpl
 def mtlbench_register_datasets(register):
-    from mtlbench.data import bus, busi
+    from mtlbench.data import bus, busbra, busi
     from mtlbench.data.folder import folder_dataset
 
     register(folder_dataset(
@@ -68,6 +68,25 @@ def mtlbench_register_datasets(register):
             licence="research use, by agreement with its authors",
             obtain=bus.OBTAIN,
             layout=bus.LAYOUT,
+            needs_files=True,
+        )
+    )
+    register(
+        DatasetCard(
+            name="busbra",
+            classes=busbra.CLASSES,
+            load=busbra.load,
+            check=busbra.check,
+            fingerprint=busbra.fingerprint,
+            description=("BUS-BRA: 1,875 images of 1,064 patients (1,268 benign, 607 malignant, "
+                         "biopsy-proven), BI-RADS 2-5 and the scanner of each image; split "
+                         "groups are patients (with near duplicates), --set split=official "
+                         "follows the authors' 5 folds."),
+            citation=busbra.CITATION,
+            licence=busbra.LICENCE,
+            obtain=busbra.OBTAIN,
+            layout=busbra.LAYOUT,
+            partition=busbra.PARTITION,
             needs_files=True,
         )
     )

@@ -15,7 +15,10 @@ class Case:
     ``image`` is a 2-D uint8 grayscale array (H, W); ``mask`` a 2-D bool array of the same shape
     (the union of all lesion masks of the image); ``label`` the class index into the dataset's
     classes; ``group`` the id of the patient or near-duplicate cluster the case belongs to (a
-    split never puts one group on both sides).
+    split never puts one group on both sides); ``fold`` its fold in the partition the dataset
+    ships, if any (``split=official`` follows it); ``fields`` facts about the case the dataset
+    records (e.g. BI-RADS, scanner), kept in the results store so that results can be broken
+    down by them.
     """
 
     id: str
@@ -25,6 +28,8 @@ class Case:
     group: str = ""
     source: str = ""  # where it came from (a file path, or "synthetic"), for error messages
     meta: dict = field(default_factory=dict, compare=False)
+    fold: str = ""
+    fields: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.image.ndim != 2 or self.image.dtype != np.uint8:

@@ -14,7 +14,7 @@ import torch
 
 from mtlbench.cards import DatasetCard
 from mtlbench.data.prepare import DatasetArrays, prepare_dataset, resolve_root
-from mtlbench.data.splits import load_or_make_split, split_path
+from mtlbench.data.splits import load_or_make_split, split_path, straddling_groups
 from mtlbench.protocol import Protocol
 from mtlbench.trial import TrialSpec
 
@@ -44,11 +44,41 @@ def load_arrays(card: DatasetCard, data_root: str | None, size: int, cache_dir: 
                            Path(cache_dir) if cache_dir else default_cache_dir(), dict(options))
 
 
+def saved_folds(spec: TrialSpec, arrays: DatasetArrays) -> list[list[int]]:
+    """Every fold's test cases, from the run's saved split (made and saved the first time).
+
+    A split saved by an older mtlbench under the dataset's spec as given (with an absolute
+    path in it, see mtlbench.data.prepare.dataset_identity) is taken over under its identity."""
+    p = spec.protocol
+    folder = Path(spec.run_dir) / "splits"
+    path = split_path(folder, spec.dataset, p.split, p.folds, p.split_seed)
+    if spec.data_spec and spec.data_spec != spec.dataset and not path.exists():
+        older = split_path(folder, spec.data_spec, p.split, p.folds, p.split_seed)
+        if older.exists():
+            older.replace(path)
+    return load_or_make_split(path, arrays, p.folds, p.split, p.split_seed)
+
+
+def split_notes(spec: TrialSpec, arrays: DatasetArrays) -> list[str]:
+    """What to say before training about the spec's split: under ``split=official``, the
+    groups (patients, near-duplicate clusters) that the dataset's own folds divide."""
+    if spec.protocol.split != "official":
+        return []
+    divided = straddling_groups(arrays, saved_folds(spec, arrays))
+    if not divided:
+        return []
+    shown = "; ".join(", ".join(ids[:3]) + (" …" if len(ids) > 3 else "") for ids in divided[:3])
+    return [f"split=official: {len(divided)} group(s) of images that belong together (one "
+            f"patient's, or near duplicates found by `mtlbench data audit`) straddle the folds "
+            f"of the dataset's own partition ({shown}{' …' if len(divided) > 3 else ''}): "
+            "their images sit on both sides of a fold's split, which may flatter the scores. "
+            "The partition is followed as shipped; split=stratified-group keeps every group "
+            "in one fold"]
+
+
 def fold_indices(spec: TrialSpec, arrays: DatasetArrays) -> tuple[list[int], list[int]]:
     """(train, test) case indices of the spec's fold, from the run's saved split."""
-    p = spec.protocol
-    path = split_path(Path(spec.run_dir) / "splits", spec.dataset, p.split, p.folds, p.split_seed)
-    folds = load_or_make_split(path, arrays, p.folds, p.split, p.split_seed)
+    folds = saved_folds(spec, arrays)
     if not 0 <= spec.fold < len(folds):
         raise ValueError(f"fold {spec.fold} does not exist: the protocol has {len(folds)} folds")
     test = folds[spec.fold]

@@ -1,12 +1,16 @@
 """Any other dataset: an images folder, a masks folder and a CSV of labels, described by options.
 
-    DIR/images/<id>.png      (image_pattern)
-    DIR/masks/<id>.png       (mask_pattern, e.g. {id}_mask.png)
-    DIR/labels.csv           columns id, label[, group]   (id_column, label_column, group_column)
+    DIR/images/<id>.png      (image_pattern, or a column naming each image: image_column)
+    DIR/masks/<id>.png       (mask_pattern, e.g. {id}_mask.png, or a column: mask_column)
+    DIR/labels.csv           columns id, label[, group][, fold]
+                             (id_column, label_column, group_column, fold_column)
 
 Labels are class names (``classes``, default benign,malignant) or class indices. A group column
 (patient id) keeps a patient's images on one side of every split; near-duplicate images are
-grouped too. ``folder_dataset`` builds a named dataset on top of this for a plugin.
+grouped too. File columns name each case's image and mask relative to the images and masks
+folders, for any naming no pattern fits. A fold column is the set's own partition, which
+``split=official`` follows. ``folder_dataset`` builds a named dataset on top of this for a
+plugin.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import re
 import string
 from pathlib import Path
+from typing import NamedTuple
 
 from mtlbench.cards import DatasetCard
 from mtlbench.data.audit import AUDIT_VERSION, with_duplicate_groups
@@ -26,8 +31,24 @@ from mtlbench.data.prepare import DatasetLayoutError, DatasetOptionError, read_g
 
 DEFAULTS = {"images": "images", "masks": "masks", "csv": "labels.csv", "id_column": "id",
             "label_column": "label", "group_column": "group", "image_pattern": "{id}.png",
-            "mask_pattern": "{id}.png", "classes": "benign,malignant"}
+            "mask_pattern": "{id}.png", "classes": "benign,malignant", "image_column": "",
+            "mask_column": "", "fold_column": "fold"}
 OPTIONS = tuple(DEFAULTS)
+PATH_OPTIONS = ("images", "masks", "csv")
+PARTITION = "the fold column of its CSV (option fold_column, default fold), where it has one"
+
+
+class Row(NamedTuple):
+    """One case as its CSV row gives it: the image and mask file names are relative to the
+    images and masks folders (from their columns, else from the patterns)."""
+
+    id: str
+    label: int
+    group: str
+    line: int
+    image: str
+    mask: str
+    fold: str
 
 
 PATTERNS = ("image_pattern", "mask_pattern")
@@ -109,8 +130,8 @@ def classes_for(options: dict[str, str]) -> tuple[str, ...]:
     return tuple(c.strip() for c in re.split(r"[;,|]", settings(options)["classes"]) if c.strip())
 
 
-def read_labels(root: Path, **options: str) -> list[tuple[str, int, str, int]]:
-    """(id, label index, group, CSV line) for each row; errors name the file, line and value."""
+def read_labels(root: Path, **options: str) -> list[Row]:
+    """Each row of the CSV; errors name the file, line and value."""
     s = settings(options)
     path = Path(root) / s["csv"]
     if not path.exists():
@@ -120,7 +141,9 @@ def read_labels(root: Path, **options: str) -> list[tuple[str, int, str, int]]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
-        for key in ("id_column", "label_column"):
+        needed = ["id_column", "label_column"] + [k for k in ("image_column", "mask_column")
+                                                  if s[k]]
+        for key in needed:
             if s[key] not in columns:
                 raise DatasetLayoutError(f"{path} has no column {s[key]!r} (columns: "
                                          f"{', '.join(columns)}); set the option {key}=NAME")
@@ -153,14 +176,44 @@ def read_labels(root: Path, **options: str) -> list[tuple[str, int, str, int]]:
                 raise DatasetLayoutError(f"{path}, line {line}: label {raw!r} is not one of "
                                          f"the classes {', '.join(classes)} (option classes=...)")
             group = (row.get(s["group_column"]) or "").strip()
-            rows.append((case_id, label, group, line))
+            image, mask = (_file_cell(row, s, what, path, line, case_id)
+                           for what in ("image", "mask"))
+            fold = (row.get(s["fold_column"]) or "").strip()
+            rows.append(Row(case_id, label, group, line, image, mask, fold))
     return rows
 
 
-def _paths(root: Path, case_id: str, s: dict[str, str], where: str) -> tuple[Path, Path]:
+def _file_cell(row: dict[str, str], s: dict[str, str], what: str, path: Path, line: int,
+               case_id: str) -> str:
+    """The case's image or mask file name: its column's cell, else its pattern filled in."""
+    column = s[f"{what}_column"]
+    if not column:
+        return fill(s[f"{what}_pattern"], case_id)
+    name = row[column].strip()
+    if not name:
+        raise DatasetLayoutError(f"{path}, line {line}: the {what} file ({column}) of id "
+                                 f"{case_id!r} is empty; name the file, relative to the "
+                                 f"{s[what + 's']} folder")
+    return name
+
+
+def _paths(root: Path, row: Row, s: dict[str, str], where: str) -> tuple[Path, Path]:
     """The image and mask of a case, inside their folders (or DatasetLayoutError)."""
-    return (inside(Path(root) / s["images"], fill(s["image_pattern"], case_id), "image", where),
-            inside(Path(root) / s["masks"], fill(s["mask_pattern"], case_id), "mask", where))
+    return (inside(Path(root) / s["images"], row.image, "image", where),
+            inside(Path(root) / s["masks"], row.mask, "mask", where))
+
+
+def _shown_name(s: dict[str, str], what: str) -> str:
+    """A case's image or mask file name in the layout: its pattern, or its column."""
+    column = s[f"{what}_column"]
+    return f"<the file in column {column}>" if column else s[f"{what}_pattern"]
+
+
+def _named_by(s: dict[str, str], what: str) -> str:
+    """Where the name of a case's image or mask comes from, for messages."""
+    column = s[f"{what}_column"]
+    return (f"its column {column!r} (option {what}_column)" if column
+            else f"the option {what}_pattern (now {s[what + '_pattern']!r})")
 
 
 def load(root: Path, **options: str) -> list[Case]:
@@ -171,20 +224,21 @@ def load(root: Path, **options: str) -> list[Case]:
     if not rows:
         raise DatasetLayoutError(f"{Path(root) / s['csv']} lists no cases; add a row per image "
                                  f"(columns {s['id_column']}, {s['label_column']})")
-    for case_id, label, group, line in rows:
-        image_path, mask_path = _paths(root, case_id, s, f"{s['csv']} line {line} (id "
-                                                         f"{case_id!r})")
+    for row in rows:
+        case_id, label, group, line = row.id, row.label, row.group, row.line
+        image_path, mask_path = _paths(root, row, s, f"{s['csv']} line {line} (id "
+                                                     f"{case_id!r})")
         for path, what in ((image_path, "image"), (mask_path, "mask")):
             if not path.exists():
                 raise DatasetLayoutError(f"{what} {path} of {s['csv']} line {line} (id "
-                                         f"{case_id!r}) is missing; check the option "
-                                         f"{what}_pattern (now {s[what + '_pattern']!r})")
+                                         f"{case_id!r}) is missing; check "
+                                         f"{_named_by(s, what)}")
         image, mask = read_gray(image_path), read_gray(mask_path) > 127
         if mask.shape != image.shape:
             raise DatasetLayoutError(f"mask {mask_path} is {mask.shape[1]}×{mask.shape[0]} but "
                                      f"its image is {image.shape[1]}×{image.shape[0]}")
         cases.append(Case(case_id, image, mask, label, group=f"group:{group}" if group else "",
-                          source=str(image_path)))
+                          source=str(image_path), fold=row.fold))
     return with_duplicate_groups(cases)
 
 
@@ -199,20 +253,20 @@ def check(root: Path, **options: str) -> CheckReport:
         return report
     classes = classes_for(options)
     for index, name in enumerate(classes):
-        report.counts[name] = sum(1 for r in rows if r[1] == index)
+        report.counts[name] = sum(1 for r in rows if r.label == index)
     if not rows:
         report.error(Path(root) / s["csv"], "lists no cases; add a row per image (columns "
                                            f"{s['id_column']}, {s['label_column']})")
     listed = set()
-    for case_id, _, _, line in rows:
+    for row in rows:
         try:
-            image_path, mask_path = _paths(root, case_id, s, f"line {line} (id {case_id!r})")
+            image_path, mask_path = _paths(root, row, s, f"line {row.line} (id {row.id!r})")
         except DatasetLayoutError as exc:
             report.error(Path(root) / s["csv"], str(exc))
             continue
-        listed.add(image_path.name)
+        listed.add(Path(row.image).parts[0] if Path(row.image).parts else row.image)
         if not image_path.exists():
-            report.error(image_path, f"listed on line {line} of {s['csv']} but missing")
+            report.error(image_path, f"listed on line {row.line} of {s['csv']} but missing")
             continue
         check_pair(image_path, [mask_path] if mask_path.exists() else [], report)
     image_dir = Path(root) / s["images"]
@@ -228,10 +282,11 @@ def fingerprint(root: Path, **options: str) -> str:
     h = hashlib.sha256(repr(sorted(s.items())).encode() + f"audit{AUDIT_VERSION}".encode())
     for sub in (s["csv"], s["images"], s["masks"]):
         path = Path(root) / sub
-        for item in sorted(path.iterdir()) if path.is_dir() else [path]:
-            if item.exists():
+        for item in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if item.exists():  # file columns may name files in subfolders: all are seen
                 st = os.stat(item)
-                h.update(f"{item.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+                name = item.relative_to(path) if item != path else item.name
+                h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
@@ -252,8 +307,9 @@ def folder_dataset(name: str, description: str = "", citation: str = "", obtain:
         options=OPTIONS, classes_for=lambda o: classes_for(merged(o)),
         validate=lambda o: validate(merged(o)),
         description=description or "folder+CSV dataset",
-        citation=citation, obtain=obtain,
-        layout=(f"  {s['images']}/{s['image_pattern']}\n  {s['masks']}/{s['mask_pattern']}\n"
+        citation=citation, obtain=obtain, partition=PARTITION, path_options=PATH_OPTIONS,
+        layout=(f"  {s['images']}/{_shown_name(s, 'image')}\n"
+                f"  {s['masks']}/{_shown_name(s, 'mask')}\n"
                 f"  {s['csv']} (columns {s['id_column']}, {s['label_column']}"
-                f"[, {s['group_column']}])"),
+                f"[, {s['group_column']}][, {s['fold_column']}])"),
     )

@@ -6,6 +6,7 @@ the disk and a second run starts at once.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,7 +42,8 @@ class DatasetArrays:
 
     ``images``: uint8 (N, S, S); ``masks``: uint8 0/1 (N, S, S), resized nearest (training and
     strict metrics); ``soft_masks``: uint8 0..255 (N, S, S), resized bilinear (the paper's test
-    ground truth, spec §6).
+    ground truth, spec §6). ``folds``: each case's fold in the dataset's own partition (empty
+    when it ships none); ``fields``: each case's recorded facts (``Case.fields``).
     """
 
     name: str
@@ -53,6 +55,8 @@ class DatasetArrays:
     images: np.ndarray
     masks: np.ndarray
     soft_masks: np.ndarray
+    folds: tuple[str, ...] = ()
+    fields: tuple[dict[str, str], ...] = ()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -75,6 +79,16 @@ def canonical_dataset_spec(name: str, options: dict[str, str]) -> str:
     """One spelling per dataset and options: the name the store and trial ids use."""
     return name + ("" if not options else ":" + ",".join(f"{k}={options[k]}"
                                                         for k in sorted(options)))
+
+
+def dataset_identity(card: DatasetCard, options: dict[str, str]) -> str:
+    """The dataset as trial ids, split files and tables name it: its canonical spec, where an
+    option naming a file or folder by absolute path (``card.path_options``) enters by its name
+    alone. Moving the data, or a table kept outside it, then changes no id; a spec without an
+    absolute path is named as canonical_dataset_spec names it (ids from before stay)."""
+    named = {k: (Path(v).name or v) if k in card.path_options and Path(v).is_absolute() else v
+             for k, v in options.items()}
+    return canonical_dataset_spec(card.name, named)
 
 
 def lookup_dataset(registry, spec: str) -> tuple[DatasetCard, dict[str, str]]:
@@ -208,6 +222,8 @@ def prepare_dataset(card: DatasetCard, root: Path | None, size: int,
         masks=np.stack([_resize(c.mask.astype(np.uint8), size, Image.NEAREST) for c in cases]),
         soft_masks=np.stack([_resize(c.mask.astype(np.uint8) * 255, size, Image.BILINEAR)
                              for c in cases]),
+        folds=tuple(c.fold for c in cases) if any(c.fold for c in cases) else (),
+        fields=tuple(c.fields for c in cases) if any(c.fields for c in cases) else (),
     )
     if path is not None:
         _write_cache(path, arrays)
@@ -224,7 +240,9 @@ def _write_cache(path: Path, arrays: DatasetArrays) -> None:
     with atomic_writer(path) as f:
         np.savez(f, ids=np.array(arrays.ids), hashes=np.array(arrays.hashes),
                  groups=np.array(arrays.groups), labels=arrays.labels, images=arrays.images,
-                 masks=arrays.masks, soft_masks=arrays.soft_masks)
+                 masks=arrays.masks, soft_masks=arrays.soft_masks,
+                 folds=np.array(arrays.folds, dtype=str),
+                 fields=np.array(json.dumps(arrays.fields)))
 
 
 def _read_cache(path: Path, card: DatasetCard, options: dict[str, str]) -> DatasetArrays:
@@ -234,6 +252,9 @@ def _read_cache(path: Path, card: DatasetCard, options: dict[str, str]) -> Datas
             ids=tuple(str(s) for s in z["ids"]), hashes=tuple(str(s) for s in z["hashes"]),
             groups=tuple(str(s) for s in z["groups"]), labels=z["labels"],
             images=z["images"], masks=z["masks"], soft_masks=z["soft_masks"],
+            # absent from caches written before datasets shipped folds and fields
+            folds=tuple(str(s) for s in z["folds"]) if "folds" in z else (),
+            fields=tuple(json.loads(str(z["fields"]))) if "fields" in z else (),
         )
 
 

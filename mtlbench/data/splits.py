@@ -4,6 +4,8 @@
 near-duplicate cluster) never lands on both sides. ``paper``: the reference paper's code's
 split (spec §1), sklearn KFold(shuffle=True, random_state=seed) over the cases sorted
 naturally by id inside each class, classes in label order; not stratified and blind to groups.
+``official``: the partition the dataset ships (each case's ``fold``), followed as it is; its
+folds in natural order of their names (BUS-BRA's kFold 1 is fold 0).
 """
 
 from __future__ import annotations
@@ -28,8 +30,15 @@ class TooFewCasesError(ValueError):
     """The dataset has too few cases or groups for the protocol's folds; says how many."""
 
 
+class PartitionError(ValueError):
+    """``split=official`` cannot follow the dataset's own partition (none, cases without a
+    fold, another number of folds than the protocol's); says what to do."""
+
+
 def make_folds(arrays: DatasetArrays, n_folds: int, method: str, seed: int) -> list[list[int]]:
     """Test-set case indices of each fold; every case is in exactly one test set."""
+    if method == "official":
+        return official_folds(arrays, n_folds)
     # imported here: scikit-learn takes seconds to import, and the commands that only read
     # results (leaderboard, compare) import this module for its errors
     from sklearn.model_selection import KFold, StratifiedGroupKFold
@@ -51,6 +60,40 @@ def make_folds(arrays: DatasetArrays, n_folds: int, method: str, seed: int) -> l
         folds = splitter.split(np.zeros(n), arrays.labels, groups=np.array(arrays.groups))
         return [sorted(int(i) for i in test) for _, test in folds]
     raise ValueError(f"unknown split method {method!r}")
+
+
+def official_folds(arrays: DatasetArrays, n_folds: int) -> list[list[int]]:
+    """Test-set case indices of each fold of the dataset's own partition, folds in natural
+    order of their names; PartitionError unless every case has a fold and there are
+    ``n_folds`` of them."""
+    if not arrays.folds:
+        raise PartitionError(f"dataset {arrays.name!r}: its files give no partition of their "
+                             "own (a folder dataset's: a fold column, named by the option "
+                             "fold_column); use split=stratified-group (the default) or "
+                             "split=paper")
+    missing = [case_id for case_id, fold in zip(arrays.ids, arrays.folds, strict=True)
+               if not fold]
+    if missing:
+        raise PartitionError(f"dataset {arrays.name!r}: {len(missing)} case(s) have no fold in "
+                             f"its partition, e.g. {missing[:3]}; give every case its fold, or "
+                             "use split=stratified-group")
+    names = sorted(set(arrays.folds), key=_natural_key)
+    if len(names) != n_folds:
+        raise PartitionError(f"dataset {arrays.name!r}: its own partition has {len(names)} "
+                             f"folds ({', '.join(names)}), the protocol asks for {n_folds}; "
+                             f"add --set folds={len(names)}")
+    return [[i for i, fold in enumerate(arrays.folds) if fold == name] for name in names]
+
+
+def straddling_groups(arrays: DatasetArrays, folds: list[list[int]]) -> list[list[str]]:
+    """The case ids of each group (patient or near-duplicate cluster) whose cases sit in more
+    than one test fold: images of one group on both sides of those folds' splits."""
+    fold_of = {i: k for k, fold in enumerate(folds) for i in fold}
+    members: dict[str, list[int]] = {}
+    for i, group in enumerate(arrays.groups):
+        members.setdefault(group, []).append(i)
+    return [[arrays.ids[i] for i in cases] for cases in members.values()
+            if len({fold_of[i] for i in cases}) > 1]
 
 
 def split_path(split_dir: Path, dataset: str, method: str, n_folds: int, seed: int) -> Path:
