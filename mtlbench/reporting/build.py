@@ -88,8 +88,12 @@ def _section(setting: Setting, grid: int, figures_dir: Path) -> str:
     parts.append(_figure(figures.box_plots(setting), setting, "boxplots", figures_dir,
                          "Box plots of the fold means per metric and method",
                          "No fold metrics to plot."))
-    parts.append('<p class="note">Each dot is one fold\'s mean; boxes span the quartiles of '
-                 "the folds; red diamonds: the paper's published mean.</p>")
+    seeds = len(setting.seeds) > 1
+    per = "trial's (a fold of one training seed)" if seeds else "fold's"
+    first = (" Curves and the qualitative grid show each method's first seed." if seeds
+             else "")
+    parts.append(f'<p class="note">Each dot is one {per} mean; boxes span the quartiles of '
+                 f"the dots; red diamonds: the paper's published mean.{first}</p>")
 
     parts.append("<h3>Statistics</h3>")
     stats = setting_statistics(setting)
