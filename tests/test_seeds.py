@@ -255,3 +255,13 @@ def test_the_leaderboard_command_does_not_import_torch(seeds_run):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("no torch") and "cunet" in out.stdout
+
+
+def test_the_report_shows_seeds_and_delta_m(seeds_run, tmp_path):
+    from mtlbench.reporting import write_report
+
+    plugins = load_plugins()
+    page = write_report(seeds_run, tmp_path / "report", methods_registry=plugins.methods,
+                        datasets_registry=plugins.datasets).read_text()
+    assert "Δm (%)" in page and "two-stage" in page and "Seeds" in page
+    assert "a fold of one training seed" in page
