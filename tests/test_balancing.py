@@ -1,0 +1,196 @@
+"""Each built-in balancing's update against a hand computation on a two-parameter toy problem.
+
+θ = (a, b) at (0.5, 0.5); L_seg = (a − 1)² + b², L_cls = a² + (b − 2)². There
+g_seg = (−1, 1) and g_cls = (1, −3) conflict (g_seg·g_cls = −4), so every aggregator has
+something to do. Tasks are sorted: row 0 is ``cls``, row 1 is ``seg``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mtlbench.balancing import BalancingConfig
+from mtlbench.plugins import load_plugins
+
+G_SEG = torch.tensor([-1.0, 1.0])
+G_CLS = torch.tensor([1.0, -3.0])
+CONFIG = BalancingConfig(tasks=("cls", "seg"), cls_weight=0.3, seed=7)
+
+
+@pytest.fixture(scope="module")
+def cards():
+    return load_plugins().balancings
+
+
+def toy():
+    theta = torch.nn.Parameter(torch.tensor([0.5, 0.5]))
+    a, b = theta[0], theta[1]
+    losses = {"seg": (a - 1) ** 2 + b ** 2, "cls": a ** 2 + (b - 2) ** 2}
+    total = 0.3 * losses["cls"] + 0.7 * losses["seg"]
+    return theta, losses, total
+
+
+def step(balancing):
+    """The update direction the balancing leaves in θ.grad, and the losses it saw."""
+    theta, losses, total = toy()
+    balancing.backward(losses, total, [theta])
+    return theta.grad.detach(), {k: float(v.detach()) for k, v in losses.items()}
+
+
+def build(cards, name, config=CONFIG):
+    return cards.get(name).build(config)
+
+
+def test_toy_gradients_are_what_the_docstring_says():
+    theta, losses, _ = toy()
+    assert torch.allclose(torch.autograd.grad(losses["seg"], theta)[0], G_SEG)
+    assert torch.allclose(torch.autograd.grad(losses["cls"], theta)[0], G_CLS)
+
+
+def test_fixed_is_the_protocols_combination(cards):
+    grad, _ = step(build(cards, "fixed"))
+    assert torch.allclose(grad, 0.3 * G_CLS + 0.7 * G_SEG)
+
+
+def test_uncertainty_at_its_start_and_its_sigma_gradient(cards):
+    balancing = build(cards, "uncertainty")
+    grad, losses = step(balancing)
+    # σ = 1: 0.5/σ² = 0.5 for both tasks; d/dσ (0.5/σ²·L + log(1+σ²)) = −L/σ³ + 2σ/(1+σ²).
+    assert torch.allclose(grad, 0.5 * G_CLS + 0.5 * G_SEG)
+    sigma_grad = balancing.uncertainty.sigma.grad
+    assert torch.allclose(sigma_grad, torch.tensor([-losses["cls"] + 1, -losses["seg"] + 1]))
+    assert list(balancing.parameters()) == [balancing.uncertainty.sigma]
+
+
+def test_dwa_weights_from_the_two_previous_epochs(cards):
+    balancing = build(cards, "dwa")
+    grad, _ = step(balancing)
+    assert torch.allclose(grad, G_CLS + G_SEG)  # w = 1 before two epochs are known
+    balancing.end_epoch({"cls": 2.0, "seg": 1.0})
+    assert torch.allclose(step(balancing)[0], G_CLS + G_SEG)
+    balancing.end_epoch({"cls": 1.0, "seg": 0.9})
+    r_cls, r_seg = 1.0 / 2.0, 0.9 / 1.0
+    e_cls, e_seg = math.exp(r_cls / 2), math.exp(r_seg / 2)
+    w_cls, w_seg = 2 * e_cls / (e_cls + e_seg), 2 * e_seg / (e_cls + e_seg)
+    assert torch.allclose(step(balancing)[0], w_cls * G_CLS + w_seg * G_SEG)
+    assert balancing.weights() == pytest.approx({"cls": w_cls, "seg": w_seg})
+    # The history is state: a fresh balancing loaded from it weighs the same.
+    again = build(cards, "dwa")
+    again.load_state_dict(balancing.state_dict())
+    assert torch.allclose(step(again)[0], w_cls * G_CLS + w_seg * G_SEG)
+
+
+def test_rlw_softmax_of_normal_draws_from_its_seeded_generator(cards):
+    balancing = build(cards, "rlw")
+    draws = torch.Generator().manual_seed(CONFIG.seed)
+    for _ in range(3):
+        z = torch.randn(2, generator=draws)
+        w = torch.exp(z) / torch.exp(z).sum()
+        assert torch.allclose(step(balancing)[0], w[0] * G_CLS + w[1] * G_SEG, atol=1e-6)
+    # Its generator is checkpointed state (through weights_only): the next draw continues.
+    saved = balancing.state_dict()
+    buffer = __import__("io").BytesIO()
+    torch.save(saved, buffer)
+    buffer.seek(0)
+    again = build(cards, "rlw")
+    again.load_state_dict(torch.load(buffer, weights_only=True))
+    assert torch.allclose(step(again)[0], step(balancing)[0])
+
+
+def project_off(g, h):
+    """g with its component against h removed when g·h < 0 (PCGrad's projection)."""
+    dot = float(g @ h)
+    return g - dot / float(h @ h) * h if dot < 0 else g
+
+
+def test_pcgrad_projects_each_conflicting_gradient(cards):
+    expected = project_off(G_CLS, G_SEG) + project_off(G_SEG, G_CLS)
+    assert torch.allclose(step(build(cards, "pcgrad"))[0], expected, atol=1e-6)
+
+
+def test_upgrad_averages_the_dual_cone_projections(cards):
+    # With two conflicting rows, projecting g_i onto {x: x·g_j ≥ 0 ∀j} is PCGrad's
+    # projection off the other row (it keeps x·g_i ≥ 0 by Cauchy–Schwarz); UPGrad averages.
+    # atol: torchjd's quadprog projector regularises the Gramian (reg_eps = 1e-4 on its diagonal).
+    expected = (project_off(G_CLS, G_SEG) + project_off(G_SEG, G_CLS)) / 2
+    assert torch.allclose(step(build(cards, "upgrad"))[0], expected, atol=1e-3)
+
+
+def test_mgda_is_the_min_norm_point_of_the_segment(cards):
+    alpha = float((G_SEG - G_CLS) @ G_SEG / ((G_CLS - G_SEG) @ (G_CLS - G_SEG)))
+    alpha = min(max(alpha, 0.0), 1.0)
+    expected = alpha * G_CLS + (1 - alpha) * G_SEG
+    got = step(build(cards, "mgda"))[0]
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert float(got @ G_CLS) == pytest.approx(float(got @ G_SEG), abs=1e-4)  # interior point
+
+
+def test_imtlg_projects_equally_onto_both_directions(cards):
+    u = G_CLS / G_CLS.norm() - G_SEG / G_SEG.norm()
+    alpha = -float(G_SEG @ u) / float((G_CLS - G_SEG) @ u)
+    expected = alpha * G_CLS + (1 - alpha) * G_SEG
+    got = step(build(cards, "imtlg"))[0]
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert float(got @ G_CLS / G_CLS.norm()) == pytest.approx(float(got @ G_SEG / G_SEG.norm()),
+                                                              abs=1e-5)
+
+
+def test_alignedmtl_is_sqrt_lambda_min_times_the_inverse_root_gramian(cards):
+    jacobian = torch.stack([G_CLS, G_SEG]).double()
+    gram = jacobian @ jacobian.T
+    tr, det = float(gram.trace()), float(torch.linalg.det(gram))
+    # 2×2 closed forms: √M = (M + √det·I)/√(tr + 2√det); λ_min = (tr − √(tr² − 4det))/2.
+    root = (gram + math.sqrt(det) * torch.eye(2, dtype=torch.float64)) / math.sqrt(
+        tr + 2 * math.sqrt(det))
+    lam_min = (tr - math.sqrt(tr * tr - 4 * det)) / 2
+    weights = math.sqrt(lam_min) * torch.linalg.inv(root) @ torch.tensor([0.5, 0.5]).double()
+    expected = (weights @ jacobian).float()
+    assert torch.allclose(step(build(cards, "alignedmtl"))[0], expected, atol=1e-5)
+
+
+def test_cagrad_against_a_grid_search_of_its_dual(cards):
+    c = 0.4  # the built-in's c
+    g0 = (G_CLS + G_SEG) / 2
+    best = None
+    for k in range(200_001):
+        w = k / 200_000
+        gw = w * G_CLS + (1 - w) * G_SEG
+        cost = float(gw @ g0) + c * float(g0.norm()) * float(gw.norm())
+        if best is None or cost < best[0]:
+            best = (cost, gw)
+    gw = best[1]
+    expected = g0 + c * g0.norm() / gw.norm() * gw
+    assert torch.allclose(step(build(cards, "cagrad"))[0], expected, atol=2e-3)
+
+
+def test_a_parameter_one_task_reaches_gets_that_tasks_gradient(cards):
+    theta, losses, total = toy()
+    head = torch.nn.Parameter(torch.tensor(3.0))
+    losses["seg"] = losses["seg"] + head ** 2  # only seg reaches the head
+    build(cards, "upgrad").backward(losses, total, [theta, head])
+    assert float(head.grad) == pytest.approx(6.0)
+    expected = (project_off(G_CLS, G_SEG) + project_off(G_SEG, G_CLS)) / 2
+    assert torch.allclose(theta.grad, expected, atol=1e-3)
+
+
+def test_a_card_may_name_the_shared_parameters(cards):
+    theta, losses, total = toy()
+    # θ named not shared: it gets the plain sum of the task gradients, no aggregation.
+    config = BalancingConfig(tasks=("cls", "seg"), shared=frozenset())
+    build(cards, "upgrad", config).backward(losses, total, [theta])
+    assert torch.allclose(theta.grad, G_CLS + G_SEG)
+
+
+def test_groups_and_unknown_names():
+    plugins = load_plugins()
+    loss = plugins.select_balancings("loss")
+    gradient = plugins.select_balancings("gradient")
+    assert {"fixed", "uncertainty", "dwa", "rlw"} <= set(loss)
+    assert {"pcgrad", "mgda", "upgrad", "imtlg", "alignedmtl", "cagrad"} <= set(gradient)
+    assert not set(loss) & set(gradient)
+    assert plugins.select_balancings("all") == plugins.balancings.names()
+    with pytest.raises(KeyError, match="unknown balancing 'pcgard'.*'pcgrad'"):
+        plugins.select_balancings("pcgard")
