@@ -21,8 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-#: The balancing of a trial that names none: the protocol's own loss, as before balancings.
-DEFAULT_BALANCING = "fixed"
+from mtlbench.identity import DEFAULT_BALANCING
+
+__all__ = ["DEFAULT_BALANCING", "LOSS", "GRADIENT", "KINDS", "BalancingCard", "BalancingConfig",
+           "BalancingError"]
 LOSS, GRADIENT = "loss", "gradient"
 KINDS = (LOSS, GRADIENT)
 
@@ -59,3 +61,22 @@ class BalancingCard:
         if self.kind not in KINDS:
             raise ValueError(f"balancing {self.name!r}: kind must be one of {KINDS}, "
                              f"got {self.kind!r}")
+
+
+def skips_axis(method: Any, knobs: dict[str, Any], loss_mode: str) -> bool:
+    """Whether ``method`` (a MethodCard) has nothing to balance under ``knobs`` and
+    ``loss_mode``: one task, or one loss term that is the whole loss of both tasks."""
+    if len(method.tasks) < 2:
+        return True
+    return any(t.part == "whole" and t.active(knobs, loss_mode, method.tasks)
+               for t in method.loss_terms)
+
+
+def check_balancing(name: str, loss_mode: str) -> None:
+    """Raise BalancingError unless balancing ``name`` can run under ``loss_mode``."""
+    if name != DEFAULT_BALANCING and loss_mode == "code":
+        raise BalancingError(
+            f"balancing {name!r} needs loss_mode=paper: loss_mode=code is the released "
+            "script's whole loss, its own uncertainty weighting included; drop --set "
+            "loss_mode=code, or keep it with --balancing fixed (--balancing uncertainty is "
+            "that weighting on the protocol's task losses)")

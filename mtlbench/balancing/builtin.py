@@ -45,7 +45,7 @@ AGGREGATORS = (
      "(the Gramian's eigenbasis), scaled by the smallest.",
      "Senushkin et al., Independent Component Alignment for Multi-Task Learning, CVPR 2023"),
     ("cagrad", "CAGrad", {"c": 0.4}, "The update closest to the mean gradient that improves "
-     "the worst task most (c = 0.4; needs torchjd[cagrad]).",
+     "the worst task most (c = 0.4).",
      "Liu et al., Conflict-Averse Gradient Descent for Multi-task Learning, NeurIPS 2021"),
 )
 

@@ -13,7 +13,8 @@ from mtlbench.losses import UncertaintyWeighting
 class Fixed(LossWeighting):
     """The protocol's own loss, unchanged: λ·L_cls + (1−λ)·L_seg under ``loss_mode=paper``
     (the reference paper's text, λ = ``cls_weight``), the released script's whole loss under
-    ``loss_mode=code``. The same numbers as before balancings existed."""
+    ``loss_mode=code``. The same numbers as before balancings existed; it reports no weights
+    (the curves of a default trial stay as they were)."""
 
     def __init__(self, config: BalancingConfig) -> None:
         super().__init__()
@@ -21,9 +22,6 @@ class Fixed(LossWeighting):
 
     def combine(self, losses, total):
         return total
-
-    def weights(self):
-        return {"cls": self.cls_weight, "seg": 1 - self.cls_weight}
 
 
 class Uncertainty(LossWeighting):

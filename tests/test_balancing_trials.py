@@ -1,0 +1,111 @@
+"""Balancings in real trials: every built-in one trains the tiny method, resumes exactly,
+and the default ``fixed`` leaves every trial id and number as it was."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from mtlbench.identity import TrialKey
+from mtlbench.protocol import get_protocol
+from mtlbench.train import TrialFailed, run_trial
+from mtlbench.trial import TrialSpec
+
+BUILTIN = ("fixed", "uncertainty", "dwa", "rlw", "pcgrad", "mgda", "upgrad", "imtlg",
+           "alignedmtl", "cagrad")
+
+
+def spec_for(tmp_path, method="tiny", balancing="fixed", epochs=2, **overrides):
+    settings = {"epochs": str(epochs), "image_size": "32", "precision": "fp32", **overrides}
+    protocol = get_protocol("smoke", "small", settings)
+    return TrialSpec("small", method, 0, protocol, str(tmp_path / "run"), balancing=balancing)
+
+
+def test_fixed_keeps_the_trial_id_of_a_key_without_balancing(tmp_path):
+    spec = spec_for(tmp_path)
+    key = TrialKey(spec.dataset, spec.method, spec.fold, spec.seed, spec.protocol.hash)
+    assert spec.trial_id == key.trial_id
+    assert "balancing" not in spec.key.fields()
+    other = dataclasses.replace(spec, balancing="dwa")
+    assert other.key.fields()["balancing"] == "dwa" and other.trial_id != spec.trial_id
+    assert spec.key.row().text == key.row().text != other.key.row().text
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_builtin_balancing_trains(tmp_path, plugins, name):
+    torch.set_num_threads(1)
+    result = run_trial(spec_for(tmp_path, balancing=name, epochs=3), plugins)
+    assert result.status == "finished" and result.balancing == name
+    assert result.env["balancing"] == name
+    losses = [r["loss_total"] for r in result.curve]
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0], losses  # it learns: the fixed loss went down
+    if name in ("uncertainty", "dwa", "rlw"):
+        assert {"weight_cls", "weight_seg"} <= set(result.curve[-1])
+    if name == "fixed":
+        assert not any(k.startswith("weight_") for k in result.curve[-1])
+
+
+def test_fixed_steps_exactly_as_backpropagating_the_total(plugins):
+    """``fixed`` through train_epoch gives bit-identical parameters and curve to the loop
+    without a balancing (which backpropagates the loss's total, as before balancings)."""
+    from mtlbench.balancing import BalancingConfig
+    from mtlbench.cards import ModelConfig
+    from mtlbench.data.fold import load_arrays, to_tensors
+    from mtlbench.train import build_loss, build_optimizer, train_epoch
+
+    p = get_protocol("smoke", "small", {"image_size": "32", "precision": "fp32"})
+    method = plugins.methods.get("tiny")
+    arrays = load_arrays(plugins.datasets.get("small"), None, 32, None)
+    data = to_tensors(arrays, list(range(12)), torch.device("cpu"))
+    runs = []
+    for balancing in (None, plugins.balancings.get("fixed").build(BalancingConfig(("cls", "seg")))):
+        torch.manual_seed(0)
+        model = method.build(ModelConfig(num_classes=2, image_size=32))
+        loss = build_loss(method, p)
+        optimizer = build_optimizer(model, loss, p, torch.device("cpu"))
+        records = [train_epoch(model, loss, method, "tests", data, optimizer,
+                               torch.Generator().manual_seed(epoch), p, epoch,
+                               precision="fp32", balancing=balancing) for epoch in range(2)]
+        runs.append((records, [q.detach().clone() for q in model.parameters()]))
+    (first, params_a), (second, params_b) = runs
+    strip = [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in first]
+    assert strip == [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
+                     for r in second]
+    assert all(torch.equal(a, b) for a, b in zip(params_a, params_b, strict=True))
+
+
+@pytest.mark.parametrize("name", ["dwa", "rlw", "uncertainty", "upgrad"])
+def test_interrupted_balanced_trial_resumes_with_its_state(tmp_path, plugins, name):
+    torch.set_num_threads(1)
+    reference = run_trial(spec_for(tmp_path / "a", balancing=name, epochs=4), plugins)
+    spec = spec_for(tmp_path / "b", balancing=name, epochs=4)
+
+    def stop_after_epoch_2(_spec, record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(spec, plugins, on_epoch=stop_after_epoch_2)
+    saved = torch.load(spec.checkpoint_path, weights_only=True)
+    assert "balancing" in saved
+    resumed = run_trial(spec, plugins)
+    assert resumed.resumed_from_epoch == 2
+    last, before = resumed.curve[3], reference.curve[3]
+    assert last["loss_total"] == pytest.approx(before["loss_total"], rel=1e-5)
+    for key in before:
+        if key.startswith("weight_"):
+            assert last[key] == pytest.approx(before[key], rel=1e-5), key
+
+
+def test_a_single_task_method_refuses_another_balancing(tmp_path, plugins):
+    with pytest.raises(TrialFailed, match="one task loss.*--balancing fixed"):
+        run_trial(spec_for(tmp_path, "tinyseg", balancing="dwa", epochs=1), plugins)
+
+
+def test_code_loss_mode_refuses_another_balancing(tmp_path, plugins):
+    with pytest.raises(TrialFailed, match="needs loss_mode=paper"):
+        run_trial(spec_for(tmp_path, balancing="dwa", epochs=1, loss_mode="code"), plugins)
