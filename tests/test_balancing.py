@@ -188,9 +188,33 @@ def test_groups_and_unknown_names():
     plugins = load_plugins()
     loss = plugins.select_balancings("loss")
     gradient = plugins.select_balancings("gradient")
-    assert {"fixed", "uncertainty", "dwa", "rlw"} <= set(loss)
+    assert {"fixed", "uncertainty", "dwa", "rlw", "famo"} <= set(loss)
     assert {"pcgrad", "mgda", "upgrad", "imtlg", "alignedmtl", "cagrad"} <= set(gradient)
     assert not set(loss) & set(gradient)
     assert plugins.select_balancings("all") == plugins.balancings.names()
     with pytest.raises(KeyError, match="unknown balancing 'pcgard'.*'pcgrad'"):
         plugins.select_balancings("pcgard")
+
+
+def test_famo_weights_and_its_logit_update(cards):
+    balancing = build(cards, "famo")
+    grad, losses = step(balancing)
+    l_cls, l_seg = losses["cls"], losses["seg"]  # 4.5 and 0.5
+    # z = (½, ½): w_t = c·z_t/L_t with c = 1/Σ z_t/L_t.
+    c = 1 / (0.5 / l_cls + 0.5 / l_seg)
+    assert torch.allclose(grad, c * 0.5 / l_cls * G_CLS + c * 0.5 / l_seg * G_SEG)
+    # The next step, at θ = (0.6, 0.7): δ = log L(before) − log L(now), ξ ← −β(diag z − zzᵀ)δ.
+    theta = torch.nn.Parameter(torch.tensor([0.6, 0.7]))
+    now = {"seg": (theta[0] - 1) ** 2 + theta[1] ** 2, "cls": theta[0] ** 2 + (theta[1] - 2) ** 2}
+    n_cls, n_seg = float(now["cls"].detach()), float(now["seg"].detach())
+    delta = torch.tensor([math.log(l_cls / n_cls), math.log(l_seg / n_seg)], dtype=torch.float64)
+    z = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    xi = -0.025 * (torch.diag(z) - torch.outer(z, z)) @ delta
+    z = torch.softmax(xi, 0)
+    c = 1 / float(z[0] / n_cls + z[1] / n_seg)
+    balancing.backward(now, now["cls"], [theta])
+    g_cls = torch.tensor([2 * 0.6, 2 * (0.7 - 2)])
+    g_seg = torch.tensor([2 * (0.6 - 1), 2 * 0.7])
+    expected = c * float(z[0]) / n_cls * g_cls + c * float(z[1]) / n_seg * g_seg
+    assert torch.allclose(theta.grad, expected.float(), atol=1e-6)
+    assert torch.allclose(balancing.logits, xi)

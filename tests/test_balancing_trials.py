@@ -14,7 +14,7 @@ from mtlbench.protocol import get_protocol
 from mtlbench.train import TrialFailed, run_trial
 from mtlbench.trial import TrialSpec
 
-BUILTIN = ("fixed", "uncertainty", "dwa", "rlw", "pcgrad", "mgda", "upgrad", "imtlg",
+BUILTIN = ("fixed", "uncertainty", "dwa", "rlw", "famo", "pcgrad", "mgda", "upgrad", "imtlg",
            "alignedmtl", "cagrad")
 
 
@@ -43,7 +43,7 @@ def test_every_builtin_balancing_trains(tmp_path, plugins, name):
     losses = [r["loss_total"] for r in result.curve]
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0], losses  # it learns: the fixed loss went down
-    if name in ("uncertainty", "dwa", "rlw"):
+    if name in ("uncertainty", "dwa", "rlw", "famo"):
         assert {"weight_cls", "weight_seg"} <= set(result.curve[-1])
     if name == "fixed":
         assert not any(k.startswith("weight_") for k in result.curve[-1])
@@ -78,7 +78,7 @@ def test_fixed_steps_exactly_as_backpropagating_the_total(plugins):
     assert all(torch.equal(a, b) for a, b in zip(params_a, params_b, strict=True))
 
 
-@pytest.mark.parametrize("name", ["dwa", "rlw", "uncertainty", "upgrad"])
+@pytest.mark.parametrize("name", ["dwa", "rlw", "uncertainty", "famo", "upgrad"])
 def test_interrupted_balanced_trial_resumes_with_its_state(tmp_path, plugins, name):
     torch.set_num_threads(1)
     reference = run_trial(spec_for(tmp_path / "a", balancing=name, epochs=4), plugins)
@@ -109,3 +109,8 @@ def test_a_single_task_method_refuses_another_balancing(tmp_path, plugins):
 def test_code_loss_mode_refuses_another_balancing(tmp_path, plugins):
     with pytest.raises(TrialFailed, match="needs loss_mode=paper"):
         run_trial(spec_for(tmp_path, balancing="dwa", epochs=1, loss_mode="code"), plugins)
+
+
+def test_every_builtin_balancing_is_in_these_tests(plugins):
+    builtin = plugins.info["mtlbench.balancing.builtin"].balancings
+    assert sorted(builtin) == sorted(BUILTIN)

@@ -68,5 +68,10 @@ def mtlbench_register_balancings(register):
     register(BalancingCard("rlw", _weighting("RandomLossWeighting"), LOSS,
                            "Random loss weighting: softmax of normal draws at every step.",
                            "Lin et al., Reasonable Effectiveness of Random Weighting, TMLR 2022"))
+    register(BalancingCard("famo", _weighting("FastAdaptive"), LOSS,
+                           "Fast Adaptive Multitask Optimization: softmax logits learned from "
+                           "how much each task's log-loss fell, weights z/L (β = 0.025, "
+                           "γ = 0.001).",
+                           "Liu et al., FAMO: Fast Adaptive Multitask Optimization, NeurIPS 2023"))
     for name, cls, kwargs, text, cite in AGGREGATORS:
         register(BalancingCard(name, _aggregator(cls, **kwargs), GRADIENT, text, cite))

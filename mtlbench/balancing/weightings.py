@@ -111,3 +111,42 @@ def weighted_sum(weights: torch.Tensor, losses: dict[str, torch.Tensor],
     """Σ_t w_t·L_t, on the losses' device without reading the weights back (no sync)."""
     stacked = torch.stack([losses[t].float() for t in tasks])
     return (weights.to(stacked.device, torch.float32) * stacked).sum()
+
+
+class FastAdaptive(LossWeighting):
+    """FAMO (Liu, Liang, Chen, Stone & Liu, "FAMO: Fast Adaptive Multitask Optimization",
+    NeurIPS 2023, Algorithm 1). Logits ξ (from 0), z = softmax(ξ); each step descends
+    Σ_t c·z_t·log L_t with c = (Σ_t z_t/L_t)⁻¹, i.e. weights w_t = c·z_t/L_t on the task
+    losses. Then ξ ← ξ − β((diag z − z zᵀ)·δ + γ·ξ), δ_t = log L_t(before) − log L_t(after),
+    β = 0.025, γ = 0.001 (the paper's defaults). The paper evaluates L(after) with an extra
+    forward pass on the same batch; here the next step's losses (the next batch) stand in for
+    it, which needs no extra pass: ξ is updated at the start of each step but the first."""
+
+    lr, decay = 0.025, 0.001
+
+    def __init__(self, config: BalancingConfig) -> None:
+        super().__init__()
+        self.tasks = config.tasks
+        k = len(self.tasks)
+        self.register_buffer("logits", torch.zeros(k, dtype=torch.float64))
+        self.register_buffer("previous", torch.zeros(k, dtype=torch.float64))  # log L, last step
+        self.register_buffer("started", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("current", torch.full((k,), 1 / k, dtype=torch.float64))
+
+    def combine(self, losses, total):
+        stacked = torch.stack([losses[t].float() for t in self.tasks])
+        logs = stacked.detach().clamp_min(1e-8).log().to(self.logits.device, torch.float64)
+        if bool(self.started):
+            z = torch.softmax(self.logits, 0)
+            delta = self.previous - logs
+            grad = z * delta - z * (z @ delta)  # (diag z − z zᵀ)·δ
+            self.logits.sub_(self.lr * (grad + self.decay * self.logits))
+        self.previous.copy_(logs)
+        self.started.fill_(True)
+        z = torch.softmax(self.logits, 0)
+        inverse = z / logs.exp()
+        self.current.copy_(inverse / inverse.sum())  # c·z_t/L_t
+        return (self.current.to(stacked.device, torch.float32) * stacked).sum()
+
+    def weights(self):
+        return {t: float(self.current[i]) for i, t in enumerate(self.tasks)}
