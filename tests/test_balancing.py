@@ -188,7 +188,7 @@ def test_groups_and_unknown_names():
     plugins = load_plugins()
     loss = plugins.select_balancings("loss")
     gradient = plugins.select_balancings("gradient")
-    assert {"fixed", "uncertainty", "dwa", "rlw", "famo"} <= set(loss)
+    assert {"fixed", "uncertainty", "dwa", "rlw", "famo", "gradnorm"} <= set(loss)
     assert {"pcgrad", "mgda", "upgrad", "imtlg", "alignedmtl", "cagrad"} <= set(gradient)
     assert not set(loss) & set(gradient)
     assert plugins.select_balancings("all") == plugins.balancings.names()
@@ -218,3 +218,34 @@ def test_famo_weights_and_its_logit_update(cards):
     expected = c * float(z[0]) / n_cls * g_cls + c * float(z[1]) / n_seg * g_seg
     assert torch.allclose(theta.grad, expected.float(), atol=1e-6)
     assert torch.allclose(balancing.logits, xi)
+
+
+def test_gradnorm_weights_and_their_gradient(cards):
+    balancing = build(cards, "gradnorm")
+    theta, losses, total = toy()
+    balancing.backward(losses, total, [theta])
+    assert torch.allclose(theta.grad, G_CLS + G_SEG)  # w = (1, 1)
+    first = {k: float(v.detach()) for k, v in losses.items()}
+    # First step: L̃ = 1, r = 1; G = ‖g‖ = (√10, √2), target = mean G; ∂/∂w = sign(G − t)·‖g‖.
+    n_cls, n_seg = math.sqrt(10), math.sqrt(2)
+    assert balancing.task_weights.grad.tolist() == pytest.approx([n_cls, -n_seg])
+    # A later step, the same parameter at θ = (0.6, 0.7), w = (0.5, 1.0): renormalised to
+    # (2/3, 4/3) before the step.
+    with torch.no_grad():
+        balancing.task_weights.copy_(torch.tensor([0.5, 1.0]))
+        theta.copy_(torch.tensor([0.6, 0.7]))
+    theta.grad = None
+    now = {"seg": (theta[0] - 1) ** 2 + theta[1] ** 2, "cls": theta[0] ** 2 + (theta[1] - 2) ** 2}
+    l_now = [float(now["cls"].detach()), float(now["seg"].detach())]
+    balancing.backward(now, now["cls"], [theta])
+    g_cls = torch.tensor([2 * 0.6, 2 * (0.7 - 2)])
+    g_seg = torch.tensor([2 * (0.6 - 1), 2 * 0.7])
+    w = [2 / 3, 4 / 3]
+    assert torch.allclose(theta.grad, w[0] * g_cls + w[1] * g_seg)
+    norms = [float(g_cls.norm()), float(g_seg.norm())]
+    ratio = [l_now[0] / first["cls"], l_now[1] / first["seg"]]
+    ratio = [r / (sum(ratio) / 2) for r in ratio]
+    big_g = [w[i] * norms[i] for i in range(2)]
+    target = [sum(big_g) / 2 * r ** 1.5 for r in ratio]
+    expected = [math.copysign(norms[i], big_g[i] - target[i]) for i in range(2)]
+    assert balancing.task_weights.grad.tolist() == pytest.approx(expected, rel=1e-5)

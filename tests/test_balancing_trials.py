@@ -14,8 +14,8 @@ from mtlbench.protocol import get_protocol
 from mtlbench.train import TrialFailed, run_trial
 from mtlbench.trial import TrialSpec
 
-BUILTIN = ("fixed", "uncertainty", "dwa", "rlw", "famo", "pcgrad", "mgda", "upgrad", "imtlg",
-           "alignedmtl", "cagrad")
+BUILTIN = ("fixed", "uncertainty", "dwa", "rlw", "famo", "gradnorm", "pcgrad", "mgda",
+           "upgrad", "imtlg", "alignedmtl", "cagrad")
 
 
 def spec_for(tmp_path, method="tiny", balancing="fixed", epochs=2, **overrides):
@@ -43,7 +43,7 @@ def test_every_builtin_balancing_trains(tmp_path, plugins, name):
     losses = [r["loss_total"] for r in result.curve]
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0], losses  # it learns: the fixed loss went down
-    if name in ("uncertainty", "dwa", "rlw", "famo"):
+    if name in ("uncertainty", "dwa", "rlw", "famo", "gradnorm"):
         assert {"weight_cls", "weight_seg"} <= set(result.curve[-1])
     if name == "fixed":
         assert not any(k.startswith("weight_") for k in result.curve[-1])
@@ -78,7 +78,7 @@ def test_fixed_steps_exactly_as_backpropagating_the_total(plugins):
     assert all(torch.equal(a, b) for a, b in zip(params_a, params_b, strict=True))
 
 
-@pytest.mark.parametrize("name", ["dwa", "rlw", "uncertainty", "famo", "upgrad"])
+@pytest.mark.parametrize("name", ["dwa", "rlw", "uncertainty", "famo", "gradnorm", "upgrad"])
 def test_interrupted_balanced_trial_resumes_with_its_state(tmp_path, plugins, name):
     torch.set_num_threads(1)
     reference = run_trial(spec_for(tmp_path / "a", balancing=name, epochs=4), plugins)

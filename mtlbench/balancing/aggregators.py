@@ -36,13 +36,8 @@ class JacobianBalancing(Balancing):
         self.shared_ids = None if config.shared is None else set(config.shared)
 
     def backward(self, losses, total, params: Sequence[nn.Parameter]) -> None:
-        params = [p for p in params if p.requires_grad]
-        grads = [torch.autograd.grad(losses[t], params, retain_graph=i < len(self.tasks) - 1,
-                                     allow_unused=True)
-                 for i, t in enumerate(self.tasks)]
-        if self.shared_ids is None:
-            self.shared_ids = {id(p) for j, p in enumerate(params)
-                               if all(g[j] is not None for g in grads)}
+        params, grads, self.shared_ids = task_gradients(losses, self.tasks, params,
+                                                        self.shared_ids)
         shared = [j for j, p in enumerate(params) if id(p) in self.shared_ids]
         for j, p in enumerate(params):
             if id(p) not in self.shared_ids:
@@ -50,9 +45,7 @@ class JacobianBalancing(Balancing):
                 p.grad = torch.stack(reached).sum(0) if reached else None
         if not shared:
             return
-        rows = [torch.cat([(g[j] if g[j] is not None else torch.zeros_like(params[j]))
-                           .flatten().float() for j in shared]) for g in grads]
-        jacobian = torch.stack(rows)
+        jacobian = torch.stack([flat(g, params, shared) for g in grads])
         direction = self.aggregator(jacobian)
         offset = 0
         for j in shared:
@@ -60,3 +53,22 @@ class JacobianBalancing(Balancing):
             p.grad = direction[offset:offset + p.numel()].view_as(p).to(p.dtype)
             offset += p.numel()
 
+
+def task_gradients(losses: dict[str, torch.Tensor], tasks: Sequence[str],
+                   params: Sequence[nn.Parameter], shared_ids: set[int] | None):
+    """Each task's gradient over the trainable ``params`` (None where its loss does not reach
+    one), one backward pass per task; and the ids of the shared parameters: ``shared_ids``
+    when given, else those every task's loss reaches. Returns (params, grads, shared ids)."""
+    params = [p for p in params if p.requires_grad]
+    grads = [torch.autograd.grad(losses[t], params, retain_graph=i < len(tasks) - 1,
+                                 allow_unused=True)
+             for i, t in enumerate(tasks)]
+    if shared_ids is None:
+        shared_ids = {id(p) for j, p in enumerate(params) if all(g[j] is not None for g in grads)}
+    return params, grads, shared_ids
+
+
+def flat(grads, params, indices) -> torch.Tensor:
+    """The gradients of ``params[indices]`` as one float vector (zeros where None)."""
+    return torch.cat([(grads[j] if grads[j] is not None else torch.zeros_like(params[j]))
+                      .flatten().float() for j in indices])

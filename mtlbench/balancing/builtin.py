@@ -20,6 +20,12 @@ def _weighting(name: str):
     return build
 
 
+def _gradnorm(config):
+    from mtlbench.balancing.gradnorm import GradNorm
+
+    return GradNorm(config)
+
+
 def _aggregator(name: str, **kwargs):
     """A builder of a JacobianBalancing around ``torchjd.aggregation.<name>(**kwargs)``."""
     def build(config):
@@ -73,5 +79,9 @@ def mtlbench_register_balancings(register):
                            "how much each task's log-loss fell, weights z/L (β = 0.025, "
                            "γ = 0.001).",
                            "Liu et al., FAMO: Fast Adaptive Multitask Optimization, NeurIPS 2023"))
+    register(BalancingCard("gradnorm", _gradnorm, LOSS,
+                           "GradNorm: weights learned so that each task's gradient norm over "
+                           "the shared parameters follows its relative training rate (α = 1.5).",
+                           "Chen et al., GradNorm, ICML 2018"))
     for name, cls, kwargs, text, cite in AGGREGATORS:
         register(BalancingCard(name, _aggregator(cls, **kwargs), GRADIENT, text, cite))
