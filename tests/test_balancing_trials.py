@@ -114,3 +114,34 @@ def test_code_loss_mode_refuses_another_balancing(tmp_path, plugins):
 def test_every_builtin_balancing_is_in_these_tests(plugins):
     builtin = plugins.info["mtlbench.balancing.builtin"].balancings
     assert sorted(builtin) == sorted(BUILTIN)
+
+
+def test_rows_results_and_compare_are_per_method_and_balancing(tmp_path):
+    from mtlbench.compare import row_key
+    from mtlbench.report import leaderboard, to_records
+    from mtlbench.results import open_results
+    from mtlbench.store import Store
+    from mtlbench.trial import TrialResult
+
+    def result(balancing, fold, dice):
+        return TrialResult(
+            trial_id=f"{balancing}-{fold}", dataset="ds", method="m", fold=fold, seed=2,
+            protocol={"name": "smoke"}, protocol_hash="abc", status="finished",
+            fold_metrics={"strict.dice": dice}, env={"tasks": ["cls", "seg"]},
+            balancing=balancing)
+
+    with Store(tmp_path / "mtlbench.sqlite") as store:
+        for fold in (0, 1):
+            store.record(result("fixed", fold, 0.5))
+            store.record(result("dwa", fold, 0.7))
+        rows = leaderboard(store)
+    assert [(r.entry, r.metrics["Dice"][0]) for r in rows] == [("m", 50.0), ("m · dwa", 70.0)]
+    records = to_records(rows)
+    assert [r["balancing"] for r in records] == ["fixed", "dwa"]
+    # compare: a baseline record from before balancings matches the fixed row only.
+    before = {k: v for k, v in records[0].items() if k != "balancing"}
+    assert row_key(before) == row_key(records[0]) != row_key(records[1])
+    with open_results(tmp_path) as run:
+        board = run.leaderboard()
+        assert list(board["entry"]) == ["m", "m · dwa"]
+        assert sorted(run.trials()["balancing"]) == ["dwa", "dwa", "fixed", "fixed"]
