@@ -145,3 +145,30 @@ def test_rows_results_and_compare_are_per_method_and_balancing(tmp_path):
         board = run.leaderboard()
         assert list(board["entry"]) == ["m", "m · dwa"]
         assert sorted(run.trials()["balancing"]) == ["dwa", "dwa", "fixed", "fixed"]
+
+
+def test_the_report_draws_the_learned_task_weights(tmp_path):
+    from mtlbench.reporting.collect import collect
+    from mtlbench.reporting.figures import curve_panels, training_curves
+    from mtlbench.store import Store
+    from mtlbench.trial import TrialResult
+
+    def result(balancing, weights):
+        curve = [{"epoch": e, "loss_total": 1.0 / (e + 1), **{f"weight_{t}": w * (e + 1)
+                                                               for t, w in weights.items()}}
+                 for e in range(3)]
+        return TrialResult(
+            trial_id=balancing, dataset="ds", method="m", fold=0, seed=2,
+            protocol={"name": "smoke", "image_size": 32}, protocol_hash="abc",
+            status="finished", fold_metrics={"strict.dice": 0.5}, curve=curve,
+            balancing=balancing)
+
+    with Store(tmp_path / "mtlbench.sqlite") as store:
+        store.record(result("fixed", {}))
+        store.record(result("dwa", {"cls": 0.9, "seg": 1.1}))
+        (setting,) = collect(store)
+    assert setting.methods == ["m", "m · dwa"]
+    keys = [key for key, _ in curve_panels(setting)]
+    assert keys == ["loss_total", "weight_cls", "weight_seg"]
+    assert setting.curves["m · dwa"][0][2]["weight_seg"] == pytest.approx(3.3)
+    assert training_curves(setting).startswith(b"\x89PNG")
