@@ -1,13 +1,15 @@
 """Per-step training time of every registered balancing relative to ``fixed``.
 
 Usage: ``python benchmarks/balancing_cost.py [--methods cunet,acsnet] [--sizes 64,256]
-[--steps 3] [--device cpu] [--balancings all] [--out FILE.md]``. For each method and input
+[--rounds 3] [--device cpu] [--balancings all] [--out FILE.md]``. For each method and input
 size: the method's model (seed 0) and loss (harness_overhead.bench_knobs: a random VGG-16 for
 perceptual terms), fused Adam, one fixed batch of 8 synthetic images; a step is the forward
-pass, the task losses, the balancing's backward and the optimizer step. The time of a step is
-the best of ``--steps`` timed steps after one untimed warm-up step, each balancing on a fresh
-model; the ratio is that time over ``fixed``'s. Prints a Markdown table (and writes it to
-``--out``).
+pass, the task losses, the balancing's backward and the optimizer step. Each measurement
+resets the model to its initial weights, builds a fresh optimizer and balancing, runs one
+untimed step and times the next; the balancings take turns, ``--rounds`` times (the order
+reversed every other round), and each keeps its best time, so that a spell of load from other
+processes on a shared machine falls on all of them alike. The ratio is that time over
+``fixed``'s. Prints a Markdown table (and writes it to ``--out``).
 """
 
 from __future__ import annotations
@@ -28,18 +30,19 @@ from mtlbench.protocol import get_protocol
 from mtlbench.train import build_balancing, build_optimizer
 
 
-def step_seconds(card, plugins, name: str, p, data, device, steps: int) -> float:
-    """Best-of-``steps`` seconds of one training step under balancing ``name``."""
-    model, loss, _ = fresh(card, p, 0, device, channels_last=False)
+def step_seconds(card, plugins, name: str, p, data, device, initial: dict) -> float:
+    """Seconds of one training step under balancing ``name`` (after one untimed step), from
+    the model state ``initial``, with a fresh optimizer and balancing."""
+    model, loss = initial["model"], initial["loss"]
+    model.load_state_dict(initial["state"])
     balancing = build_balancing(plugins, name, card, p, {}, model).to(device)
     optimizer = build_optimizer(model, loss, p, device, extra=list(balancing.parameters()))
     params = [q for q in model.parameters() if q.requires_grad]
     precision = resolve_precision(p.precision, device.type)
     images = data.images[:8].float().div_(255)
     masks, labels = data.masks[:8].float(), data.labels[:8]
-    times = []
     model.train()
-    for i in range(steps + 1):
+    for _ in range(2):  # the second step is timed
         synchronize(device)
         started = time.perf_counter()
         with autocast(precision, device):
@@ -49,9 +52,22 @@ def step_seconds(card, plugins, name: str, p, data, device, steps: int) -> float
         balancing.backward(tasks, terms["total"], params)
         optimizer.step()
         synchronize(device)
-        if i:
-            times.append(time.perf_counter() - started)
-    return min(times)
+    return time.perf_counter() - started
+
+
+def interleaved(card, plugins, names, p, data, device, rounds: int) -> dict[str, float]:
+    """The best over ``rounds`` of each balancing's step time, the balancings taking turns in
+    every round (so a spell of load from other processes falls on all of them alike); one
+    model, reset to its initial state before each measurement."""
+    model, loss, _ = fresh(card, p, 0, device, channels_last=False)
+    initial = {"model": model, "loss": loss,
+               "state": {k: v.clone() for k, v in model.state_dict().items()}}
+    best: dict[str, float] = {}
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            seconds = step_seconds(card, plugins, name, p, data, device, initial)
+            best[name] = min(best.get(name, seconds), seconds)
+    return best
 
 
 def cpu_name() -> str:
@@ -67,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="cunet,acsnet")
     parser.add_argument("--sizes", default="64,256")
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--balancings", default="all")
     parser.add_argument("--precision", default="fp32")
@@ -83,7 +99,8 @@ def main() -> None:
              f"{cpu_name()}, {torch.get_num_threads()} threads, "
              f"{torch.backends.cpu.get_cpu_capability()}")
     lines = [f"Per-step time relative to `fixed` ({where}; torch {torch.__version__}, "
-             f"{args.precision}, batch 8, best of {args.steps} steps after a warm-up).", "",
+             f"{args.precision}, batch 8; a step after one untimed step, best of {args.rounds} "
+             "interleaved rounds).", "",
              "| method | size | " + " | ".join(names) + " |",
              "|---|---|" + "---|" * len(names)]
     print("\n".join(lines), flush=True)
@@ -94,8 +111,7 @@ def main() -> None:
                                                     "precision": args.precision})
             arrays = load_arrays(plugins.datasets.get("synthetic"), None, size, None)
             data = to_tensors(arrays, list(range(8)), device)
-            seconds = {n: step_seconds(card, plugins, n, p, data, device, args.steps)
-                       for n in names}
+            seconds = interleaved(card, plugins, names, p, data, device, args.rounds)
             base = seconds["fixed"]
             cells = [f"{base * 1000:.0f} ms"] + [f"{seconds[n] / base:.2f}×" for n in names[1:]]
             line = f"| {method} | {size}² | " + " | ".join(cells) + " |"
