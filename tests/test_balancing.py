@@ -7,6 +7,7 @@ something to do. Tasks are sorted: row 0 is ``cls``, row 1 is ``seg``.
 
 from __future__ import annotations
 
+import io
 import math
 
 import pytest
@@ -25,17 +26,21 @@ def cards():
     return load_plugins().balancings
 
 
-def toy():
-    theta = torch.nn.Parameter(torch.tensor([0.5, 0.5]))
+def toy(theta=None):
+    """θ (a new parameter at (0.5, 0.5) unless given), the two task losses and the fixed total."""
+    if theta is None:
+        theta = torch.nn.Parameter(torch.tensor([0.5, 0.5]))
+    theta.grad = None
     a, b = theta[0], theta[1]
     losses = {"seg": (a - 1) ** 2 + b ** 2, "cls": a ** 2 + (b - 2) ** 2}
     total = 0.3 * losses["cls"] + 0.7 * losses["seg"]
     return theta, losses, total
 
 
-def step(balancing):
-    """The update direction the balancing leaves in θ.grad, and the losses it saw."""
-    theta, losses, total = toy()
+def step(balancing, theta=None):
+    """The update direction the balancing leaves in θ.grad, and the losses it saw (on the
+    parameter ``theta`` when given: a gradient balancing keeps which parameters are shared)."""
+    theta, losses, total = toy(theta)
     balancing.backward(losses, total, [theta])
     return theta.grad.detach(), {k: float(v.detach()) for k, v in losses.items()}
 
@@ -92,7 +97,7 @@ def test_rlw_softmax_of_normal_draws_from_its_seeded_generator(cards):
         assert torch.allclose(step(balancing)[0], w[0] * G_CLS + w[1] * G_SEG, atol=1e-6)
     # Its generator is checkpointed state (through weights_only): the next draw continues.
     saved = balancing.state_dict()
-    buffer = __import__("io").BytesIO()
+    buffer = io.BytesIO()
     torch.save(saved, buffer)
     buffer.seek(0)
     again = build(cards, "rlw")
@@ -249,3 +254,27 @@ def test_gradnorm_weights_and_their_gradient(cards):
     target = [sum(big_g) / 2 * r ** 1.5 for r in ratio]
     expected = [math.copysign(norms[i], big_g[i] - target[i]) for i in range(2)]
     assert balancing.task_weights.grad.tolist() == pytest.approx(expected, rel=1e-5)
+
+
+def test_nashmtl_is_the_bargaining_solution_and_its_state_resumes(cards):
+    # Gramian normalised by its Frobenius norm; α solves (Ĝα)_t = 1/α_t. With two tasks:
+    # a·α1² = c·α2² from the two equations, so α2 = α1·√(a/c), α1² = 1/(a + b·√(a/c)).
+    jac = torch.stack([G_CLS, G_SEG]).double()
+    gram = jac @ jac.T
+    gram = gram / gram.norm()
+    a, b, c = float(gram[0, 0]), float(gram[0, 1]), float(gram[1, 1])
+    a1 = 1 / math.sqrt(a + b * math.sqrt(a / c))
+    alpha = torch.tensor([a1, a1 * math.sqrt(a / c)], dtype=torch.float64)
+    direction = alpha @ jac
+    direction = direction / direction.norm() if direction.norm() > 1 else direction  # max_norm
+    balancing = build(cards, "nashmtl")
+    theta = torch.nn.Parameter(torch.tensor([0.5, 0.5]))
+    assert torch.allclose(step(balancing, theta)[0].double(), direction, atol=1e-2)
+    # Its solver state is plain tensors: a fresh one loaded from it takes the same next step.
+    buffer = io.BytesIO()
+    torch.save(balancing.state_dict(), buffer)
+    buffer.seek(0)
+    again = build(cards, "nashmtl")
+    again.load_state_dict(torch.load(buffer, weights_only=True))
+    other = torch.nn.Parameter(torch.tensor([0.5, 0.5]))
+    assert torch.allclose(step(again, other)[0], step(balancing, theta)[0], atol=1e-6)

@@ -15,7 +15,7 @@ from mtlbench.train import TrialFailed, run_trial
 from mtlbench.trial import TrialSpec
 
 BUILTIN = ("fixed", "uncertainty", "dwa", "rlw", "famo", "gradnorm", "pcgrad", "mgda",
-           "upgrad", "imtlg", "alignedmtl", "cagrad")
+           "upgrad", "imtlg", "alignedmtl", "cagrad", "nashmtl")
 
 
 def spec_for(tmp_path, method="tiny", balancing="fixed", epochs=2, **overrides):
@@ -78,7 +78,8 @@ def test_fixed_steps_exactly_as_backpropagating_the_total(plugins):
     assert all(torch.equal(a, b) for a, b in zip(params_a, params_b, strict=True))
 
 
-@pytest.mark.parametrize("name", ["dwa", "rlw", "uncertainty", "famo", "gradnorm", "upgrad"])
+@pytest.mark.parametrize("name", ["dwa", "rlw", "uncertainty", "famo", "gradnorm", "upgrad",
+                                  "nashmtl"])
 def test_interrupted_balanced_trial_resumes_with_its_state(tmp_path, plugins, name):
     torch.set_num_threads(1)
     reference = run_trial(spec_for(tmp_path / "a", balancing=name, epochs=4), plugins)

@@ -26,6 +26,12 @@ def _gradnorm(config):
     return GradNorm(config)
 
 
+def _nash(config):
+    from mtlbench.balancing.aggregators import NashBalancing
+
+    return NashBalancing(config)
+
+
 def _aggregator(name: str, **kwargs):
     """A builder of a JacobianBalancing around ``torchjd.aggregation.<name>(**kwargs)``."""
     def build(config):
@@ -85,3 +91,7 @@ def mtlbench_register_balancings(register):
                            "Chen et al., GradNorm, ICML 2018"))
     for name, cls, kwargs, text, cite in AGGREGATORS:
         register(BalancingCard(name, _aggregator(cls, **kwargs), GRADIENT, text, cite))
+    register(BalancingCard("nashmtl", _nash, GRADIENT,
+                           "Nash-MTL: the task gradients' Nash bargaining solution (weights α "
+                           "with (Gα)_t = 1/α_t, update norm at most 1), solved every step.",
+                           "Navon et al., Multi-Task Learning as a Bargaining Game, ICML 2022"))
