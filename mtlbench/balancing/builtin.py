@@ -88,7 +88,7 @@ def mtlbench_register_balancings(register):
     register(BalancingCard("gradnorm", _gradnorm, LOSS,
                            "GradNorm: weights learned so that each task's gradient norm over "
                            "the shared parameters follows its relative training rate (α = 1.5).",
-                           "Chen et al., GradNorm, ICML 2018"))
+                           "Chen, Badrinarayanan, Lee & Rabinovich, GradNorm, ICML 2018"))
     for name, cls, kwargs, text, cite in AGGREGATORS:
         register(BalancingCard(name, _aggregator(cls, **kwargs), GRADIENT, text, cite))
     register(BalancingCard("nashmtl", _nash, GRADIENT,
