@@ -56,4 +56,5 @@ class GradNorm(Balancing):
             p.grad = torch.stack(parts).sum(0).to(p.dtype) if parts else None
 
     def weights(self):
-        return {t: float(self.task_weights[i]) for i, t in enumerate(self.tasks)}
+        w = self.task_weights.detach()
+        return {t: float(w[i]) for i, t in enumerate(self.tasks)}
