@@ -195,6 +195,8 @@ class MethodCard:
     ``--methods all`` leaves options out; they run when named or with ``--methods options``.
     ``reference_for``: the tasks a single-task method is the default reference of for the
     multi-task gain Δm (``mtlbench.multitask_gain``); one registered method per task.
+    ``shared_parameters(model)``: the parameters a gradient balancing (``mtlbench.balancing``)
+    aggregates the task gradients over; None: those both task losses reach.
     """
 
     name: str
@@ -218,6 +220,7 @@ class MethodCard:
     mac_rules: Mapping[type, Callable[..., int]] = field(default_factory=dict)
     check_outputs: Callable[[dict[str, Any], int, int], str | None] | None = None
     reference_for: frozenset[str] = frozenset()
+    shared_parameters: Callable[[Any], Any] | None = None
 
     @property
     def in_channels(self) -> int:

@@ -118,10 +118,11 @@ class TrainState:
 
 
 def checkpoint_payload(spec: TrialSpec, model, loss, optimizer, scheduler, generator,
-                       state: TrainState) -> dict:
+                       state: TrainState, balancing=None) -> dict:
     """Everything a resumed trial needs, as tensors and plain data (live references: take a
-    ``host_copy`` before training goes on)."""
-    return {
+    ``host_copy`` before training goes on); the balancing's state too, when one is given."""
+    extra = {} if balancing is None else {"balancing": balancing.state_dict()}
+    return {**extra,
         "trial_id": spec.trial_id, "trial": f"{spec.label}, protocol {spec.protocol.hash}",
         "epoch": state.epoch, "curve": list(state.curve),
         "model": model.state_dict(), "loss": loss.state_dict(),
@@ -146,10 +147,11 @@ def write_checkpoint(path: Path, payload: dict) -> None:
 
 
 def save_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler, generator,
-                    state: TrainState) -> None:
+                    state: TrainState, balancing=None) -> None:
     """Write the trial's checkpoint now, in this thread (``write_checkpoint``)."""
     write_checkpoint(spec.checkpoint_path,
-                     checkpoint_payload(spec, model, loss, optimizer, scheduler, generator, state))
+                     checkpoint_payload(spec, model, loss, optimizer, scheduler, generator, state,
+                                        balancing))
 
 
 def remove_stale_checkpoint_files(spec: TrialSpec) -> None:
@@ -161,8 +163,9 @@ def remove_stale_checkpoint_files(spec: TrialSpec) -> None:
 
 
 def load_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler,
-                    generator) -> TrainState:
-    """Restore a trial's checkpoint (weights only: no pickled code is ever executed)."""
+                    generator, balancing=None) -> TrainState:
+    """Restore a trial's checkpoint (weights only: no pickled code is ever executed), the
+    balancing's state too when one is given."""
     path = spec.checkpoint_path
     restart = ("delete it to restart this trial from scratch, or use another --out folder")
     try:
@@ -189,6 +192,8 @@ def load_checkpoint(spec: TrialSpec, model, loss, optimizer, scheduler,
     try:
         model.load_state_dict(payload["model"])
         loss.load_state_dict(payload.get("loss", {}))
+        if balancing is not None:
+            balancing.load_state_dict(payload.get("balancing", {}))
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         generator.set_state(payload["generator"])

@@ -23,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from mtlbench.balancing import BalancingError
 from mtlbench.compare import (
     DEFAULT_METRICS,
     CompareError,
@@ -77,7 +78,7 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 180, e
 USER_ERRORS = (UnknownNameError, ProtocolError, ExecutorOptionError, ExecutorError,
                DataNotFoundError, DatasetLayoutError, DatasetOptionError, SplitMismatchError,
                TooFewCasesError, WeightsUnavailableError, RunLockedError, RunFolderError,
-               StoreError, PartitionError)
+               StoreError, PartitionError, BalancingError)
 DEFAULT_OUT = "mtlbench-runs"
 
 
@@ -193,6 +194,12 @@ def _device(name: str) -> str:
               help="Training seeds, replicates of every method and fold: a count (3: the "
                    "protocol's seed and the next two) or a list (0,1,2). Default: the "
                    "protocol's seed. Tables give mean ± std over folds and seeds.")
+@click.option("--balancing", "balancing", default="fixed", show_default=True, metavar="LIST",
+              help="How the two task losses are combined into the update, crossed with "
+                   "the methods: names (fixed,dwa,upgrad), groups (loss: loss weightings, "
+                   "gradient: gradient aggregators) or all; `mtlbench list balancings`. "
+                   "fixed is the protocol's loss (λ·CE + (1−λ)·L_seg). Methods with one task "
+                   "loss run with fixed alone.")
 @click.option("--out", "-o", default=DEFAULT_OUT, show_default=True, type=click.Path(),
               help="Run folder: store, checkpoints, splits and leaderboard files.")
 @click.option("--data-root", default=None, type=click.Path(),
@@ -227,9 +234,9 @@ def _device(name: str) -> str:
 @click.option("--compile", "compile_", is_flag=True,
               help="Run models through torch.compile (first epoch slower while it compiles). "
                    "Speed only: results agree up to float rounding.")
-def run(methods, dataset, protocol_name, sets, pretrained, folds, seeds, out, data_root, device,
-        devices, trials_per_device, executor_name, executor_sets, keep_checkpoints,
-        checkpoint_every, channels_last, compile_) -> None:
+def run(methods, dataset, protocol_name, sets, pretrained, folds, seeds, balancing, out,
+        data_root, device, devices, trials_per_device, executor_name, executor_sets,
+        keep_checkpoints, checkpoint_every, channels_last, compile_) -> None:
     """Train and evaluate METHODS on DATASET under one protocol, five folds each.
 
     Finished trials are skipped and an interrupted trial resumes from its last checkpoint, so
@@ -249,6 +256,7 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, seeds, out, da
             overrides["pretrained"] = pretrained
         protocol = get_protocol(protocol_name, parse_dataset_spec(dataset)[0], overrides)
         seed_list = _parse_seeds(seeds, protocol.seed)
+        balancings = plugins.select_balancings(balancing)
         card, options = lookup_dataset(plugins.datasets, dataset)
         dataset = canonical_dataset_spec(card.name, options)
         executor = _executor(plugins, executor_name, executor_sets, devices, trials_per_device,
@@ -262,7 +270,7 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, seeds, out, da
 
                 plan = plan_run(plugins, names, dataset, protocol, run_dir, _parse_folds(folds),
                                 data_root, None, executor.device, speed, knob_overrides,
-                                seed_list)
+                                seed_list, balancings)
             _announce(plan, names, dataset, protocol, run_dir, executor)
             summary = _execute_with_progress(plan, run_dir, plugins, protocol.epochs,
                                              keep_checkpoints, executor)
@@ -881,6 +889,20 @@ def list_executors(as_json) -> None:
             console.print(f"  {key}: {escape(option['help'])}{escape(default)}")
 
 
+@list_cmd.command(name="balancings")
+@click.option("--json", "as_json", is_flag=True)
+def list_balancings(as_json) -> None:
+    """The registered task balancings (run --balancing NAME,... or a group: loss, gradient)."""
+    plugins = _plugins()
+    records = [{"name": n, "plugin": plugins.balancings.owner(n), "kind": c.kind,
+                "description": c.description, "citation": c.citation}
+               for n, c in plugins.balancings.items()]
+    _emit(records, as_json, "Balancings", {
+        "name": lambda r: r["name"], "group": lambda r: r["kind"],
+        "description": lambda r: r["description"], "paper": lambda r: r["citation"],
+        "plugin": lambda r: r["plugin"]})
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 def plugins(as_json) -> None:
@@ -888,7 +910,8 @@ def plugins(as_json) -> None:
     loaded = _plugins()
     records = [{"name": i.name, "module": i.module, "distribution": i.distribution,
                 "version": i.version, "builtin": i.builtin, "methods": i.methods,
-                "datasets": i.datasets, "executors": i.executors}
+                "datasets": i.datasets, "executors": i.executors,
+                "balancings": i.balancings}
                for i in loaded.info.values()]
     records += [{"name": e.plugin, "error": str(e.reason)} for e in loaded.errors]
     def registered(r: dict) -> str:
@@ -896,7 +919,8 @@ def plugins(as_json) -> None:
             return f"[red]failed: {escape(r['error'])}[/]"
         return ", ".join([f"method {m}" for m in r["methods"]] +
                          [f"dataset {d}" for d in r["datasets"]] +
-                         [f"executor {e}" for e in r["executors"]])
+                         [f"executor {e}" for e in r["executors"]] +
+                         [f"balancing {b}" for b in r["balancings"]])
 
     _emit(records, as_json, "Plugins", {
         "name": lambda r: r["name"], "distribution": lambda r: r.get("distribution", ""),

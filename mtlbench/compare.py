@@ -203,8 +203,10 @@ def compare(current: list[dict], baseline: list[dict], metrics: tuple[str, ...] 
 
 def row_key(record: dict) -> tuple[str, str, str]:
     """(dataset, row name, protocol hash) of a leaderboard record: the method with its
-    non-default knobs (``variant``; records written before knobs existed have none)."""
-    return (record["dataset"], entry_name(record["method"], record.get("variant") or ""),
+    non-default knobs (``variant``; records written before knobs existed have none) and its
+    balancing (records written before balancings have none: ``fixed``)."""
+    return (record["dataset"], entry_name(record["method"], record.get("variant") or "",
+                                          record.get("balancing") or "fixed"),
             record["protocol_hash"])
 
 

@@ -21,3 +21,8 @@ def mtlbench_register_datasets(register):
 @hookspec
 def mtlbench_register_executors(register):
     """Call ``register(card: ExecutorCard)`` once per executor the plugin provides."""
+
+
+@hookspec
+def mtlbench_register_balancings(register):
+    """Call ``register(card: BalancingCard)`` once per task balancing the plugin provides."""

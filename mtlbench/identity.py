@@ -13,6 +13,10 @@ version field and without knobs; its protocol hash also covered settings that ar
 Trials of version 1 stay readable in old stores (``key_version`` 1 there) and show as rows of
 their own; they are never matched to a version-2 trial.
 
+The task balancing (``balancing``, issue 20: how the task losses are combined into the
+update; ``mtlbench.balancing``) is such a field: its default ``fixed`` (the protocol's own
+loss) is left out of the hashed form, so trials from before balancings keep their ids.
+
 A leaderboard row is a trial key without its replicates (the fold today; the seed too once
 seeds are replicates): ``RowKey``. Its ``variant`` names the knobs that differ from the
 method's defaults under the protocol, so tables can say "mynet [aux_weight=0.5]" beside
@@ -28,6 +32,9 @@ from typing import Any
 
 KEY_VERSION = 2
 
+#: The balancing of a key that names none (mtlbench.balancing.DEFAULT_BALANCING).
+DEFAULT_BALANCING = "fixed"
+
 Knobs = tuple[tuple[str, Any], ...]
 
 
@@ -39,18 +46,23 @@ def knobs_tuple(knobs: dict[str, Any] | Knobs) -> Knobs:
 
 @dataclass(frozen=True)
 class RowKey:
-    """One leaderboard row: a method (with its knob values) on a dataset under a protocol."""
+    """One leaderboard row: a method (with its knob values) and a task balancing on a dataset
+    under a protocol."""
 
     dataset: str
     protocol_hash: str
     method: str
     knobs: Knobs = ()
+    balancing: str = DEFAULT_BALANCING
 
     @property
     def text(self) -> str:
-        """A stable string of the key (for matching rows of two leaderboards)."""
-        return json.dumps([self.dataset, self.protocol_hash, self.method, dict(self.knobs)],
-                          sort_keys=True, default=str)
+        """A stable string of the key (for matching rows of two leaderboards); the default
+        balancing is left out, so rows from before balancings match."""
+        key = [self.dataset, self.protocol_hash, self.method, dict(self.knobs)]
+        if self.balancing != DEFAULT_BALANCING:
+            key.append(self.balancing)
+        return json.dumps(key, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)
@@ -63,12 +75,16 @@ class TrialKey:
     seed: int
     protocol_hash: str
     knobs: Knobs = ()
+    balancing: str = DEFAULT_BALANCING
 
     def fields(self) -> dict[str, Any]:
         """The hashed form. A field added later joins it only away from its default."""
-        return {"v": KEY_VERSION, "dataset": self.dataset, "method": self.method,
-                "fold": self.fold, "seed": self.seed, "protocol": self.protocol_hash,
-                "knobs": dict(self.knobs)}
+        fields = {"v": KEY_VERSION, "dataset": self.dataset, "method": self.method,
+                  "fold": self.fold, "seed": self.seed, "protocol": self.protocol_hash,
+                  "knobs": dict(self.knobs)}
+        if self.balancing != DEFAULT_BALANCING:
+            fields["balancing"] = self.balancing
+        return fields
 
     @property
     def trial_id(self) -> str:
@@ -76,7 +92,7 @@ class TrialKey:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def row(self) -> RowKey:
-        return RowKey(self.dataset, self.protocol_hash, self.method, self.knobs)
+        return RowKey(self.dataset, self.protocol_hash, self.method, self.knobs, self.balancing)
 
 
 def variant_text(knobs: dict[str, Any], defaults: dict[str, Any]) -> str:

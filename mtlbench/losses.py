@@ -132,10 +132,19 @@ class TrialLoss(nn.Module):
 
     def terms(self, outputs: dict[str, torch.Tensor], masks: torch.Tensor,
               labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.terms_and_tasks(outputs, masks, labels)[0]
+
+    def terms_and_tasks(self, outputs: dict[str, torch.Tensor], masks: torch.Tensor,
+                        labels: torch.Tensor
+                        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``terms(...)`` and the task losses a balancing combines: ``seg`` (Dice + the terms
+        on ``seg``) and ``cls`` (CE + the terms on ``cls``) for the tasks the method solves;
+        a method whose term is the whole loss has the one task loss ``whole``."""
         if self._whole is not None:
             term, module, weight = self._whole
             value = module(outputs, masks, labels)
-            return {term.name: value, "total": value if weight == 1 else weight * value}
+            total = value if weight == 1 else weight * value
+            return {term.name: value, "total": total}, {"whole": total}
         terms: dict[str, torch.Tensor] = {}
         seg = ce = None
         if "seg" in self.tasks:
@@ -157,7 +166,8 @@ class TrialLoss(nn.Module):
                               else self.cls_weight * ce + (1 - self.cls_weight) * seg)
         else:
             terms["total"] = seg if seg is not None else ce
-        return terms
+        tasks = {name: value for name, value in (("seg", seg), ("cls", ce)) if value is not None}
+        return terms, tasks
 
 
 def freeze(module: nn.Module) -> nn.Module:

@@ -16,6 +16,7 @@ from importlib import metadata
 import pluggy
 
 from mtlbench import hookspecs
+from mtlbench.balancing import BalancingCard
 from mtlbench.cards import DatasetCard, MethodCard
 from mtlbench.executors import ExecutorCard
 from mtlbench.registry import Registry
@@ -23,7 +24,8 @@ from mtlbench.registry import Registry
 ENTRY_POINT_GROUP = "mtlbench"
 LOAD_ENV = "MTLBENCH_LOAD_PLUGINS"
 # Parts of the core that register through the same hooks as any plugin.
-DEFAULT_PLUGINS = ("mtlbench.data.builtin", "mtlbench.executors.builtin")
+DEFAULT_PLUGINS = ("mtlbench.data.builtin", "mtlbench.executors.builtin",
+                   "mtlbench.balancing.builtin")
 
 
 class PluginError(RuntimeError):
@@ -47,6 +49,7 @@ class PluginInfo:
     methods: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
     executors: list[str] = field(default_factory=list)
+    balancings: list[str] = field(default_factory=list)
 
 
 #: The group of methods that are options (variants) of another method.
@@ -63,6 +66,7 @@ class Plugins:
     info: dict[str, PluginInfo]
     errors: list[PluginError]
     executors: Registry[ExecutorCard] = field(default_factory=lambda: Registry("executor"))
+    balancings: Registry[BalancingCard] = field(default_factory=lambda: Registry("balancing"))
 
     def method_groups(self, group: str) -> list[str]:
         """Names of the methods whose card lists ``group``; ``options``: the methods that are
@@ -79,6 +83,13 @@ class Plugins:
         """Resolve ``--methods``: names, wildcards, groups, ``all`` (options left out) and
         ``options``; UnknownNameError names the valid choices."""
         return self.methods.select(spec, self.method_groups, all_names=self.main_methods())
+
+    def select_balancings(self, spec: str) -> list[str]:
+        """Resolve ``--balancing``: names, wildcards, ``all`` and the groups ``loss`` (loss
+        weightings) and ``gradient`` (aggregators); UnknownNameError names the valid choices."""
+        def kind(group: str) -> list[str]:
+            return [n for n, card in self.balancings.items() if card.kind == group]
+        return self.balancings.select(spec, kind)
 
 
 def _wanted_entry_points() -> list[metadata.EntryPoint]:
@@ -135,7 +146,10 @@ def load_plugins(strict: bool = True) -> Plugins:
     _collect(pm, "mtlbench_register_datasets", datasets, DatasetCard, info, "datasets", fail)
     executors: Registry[ExecutorCard] = Registry("executor")
     _collect(pm, "mtlbench_register_executors", executors, ExecutorCard, info, "executors", fail)
-    return Plugins(pm, methods, datasets, info, errors, executors)
+    balancings: Registry[BalancingCard] = Registry("balancing")
+    _collect(pm, "mtlbench_register_balancings", balancings, BalancingCard, info, "balancings",
+             fail)
+    return Plugins(pm, methods, datasets, info, errors, executors, balancings)
 
 
 def _collect(pm, hook_name, registry, card_type, info, attr, fail) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mtlbench.identity import RowKey, knobs_tuple
+from mtlbench.identity import DEFAULT_BALANCING, RowKey, knobs_tuple
 from mtlbench.metric_table import METRICS, headline
 from mtlbench.multitask_gain import TASK_WORDS, TASKS, delta_m, missing_note
 from mtlbench.precision import combined
@@ -41,6 +41,7 @@ class LeaderboardRow:
     loss: str = ""
     variant: str = ""  # the method's knobs that differ from its defaults (mtlbench.identity)
     knobs: dict = field(default_factory=dict)
+    balancing: str = DEFAULT_BALANCING  # how the task losses were combined (mtlbench.balancing)
     caveats: list[str] = field(default_factory=list)  # footnotes its loss terms asked for
     wall_s: float = 0.0
     precision: str = ""  # fp32, bf16, or "mixed" when folds (or a resumed fold) differ
@@ -76,8 +77,9 @@ class LeaderboardRow:
 
     @property
     def entry(self) -> str:
-        """The row's name within its setting: the method, with its non-default knobs."""
-        return entry_name(self.method, self.variant)
+        """The row's name within its setting: the method, with its non-default knobs and its
+        balancing unless ``fixed``."""
+        return entry_name(self.method, self.variant, self.balancing)
 
     @property
     def label(self) -> str:
@@ -85,10 +87,11 @@ class LeaderboardRow:
         return f"{self.entry} †" if self.caveats else self.entry
 
 
-def entry_name(method: str, variant: str = "") -> str:
+def entry_name(method: str, variant: str = "", balancing: str = DEFAULT_BALANCING) -> str:
     """A method's row name: ``mynet`` or, with knobs away from their defaults,
-    ``mynet [aux_weight=0.5]``."""
-    return f"{method} [{variant}]" if variant else method
+    ``mynet [aux_weight=0.5]``, and with a balancing other than ``fixed``, ``mynet · dwa``."""
+    name = f"{method} [{variant}]" if variant else method
+    return name if balancing in (DEFAULT_BALANCING, "") else f"{name} · {balancing}"
 
 
 def caveat_notes(rows: list[LeaderboardRow]) -> list[str]:
@@ -105,7 +108,8 @@ def metric_columns(mode: str = "strict") -> list[tuple[str, str, float]]:
 
 def leaderboard(store: Store, mode: str = "strict",
                 references: dict[str, str] | None = None) -> list[LeaderboardRow]:
-    """Rows per (dataset, protocol, method and its knobs) over the finished trials (the row key
+    """Rows per (dataset, protocol, method and its knobs, balancing) over the finished trials
+    (the row key
     of mtlbench.identity: folds and seeds are its replicates), in the order first run, with
     the multi-task gain Δm against ``references`` (task -> method; default: the references
     the trials recorded)."""
@@ -118,7 +122,8 @@ def rows_from_trials(trials: list[dict], mode: str = "strict",
     groups: dict[str, list[dict]] = {}
     for trial in trials:
         key = RowKey(trial["dataset"], trial["protocol_hash"], trial["method"],
-                     knobs_tuple(trial.get("knobs") or {})).text
+                     knobs_tuple(trial.get("knobs") or {}),
+                     trial.get("balancing") or DEFAULT_BALANCING).text
         groups.setdefault(key, []).append(trial)
     rows = [_row(group, mode) for group in groups.values()]
     assign_delta_m(rows, references or {})
@@ -132,6 +137,7 @@ def _row(trials: list[dict], mode: str) -> LeaderboardRow:
                          first["protocol_hash"], sorted({t["fold"] for t in trials}),
                          variant=first.get("variant") or "",
                          knobs=dict(first.get("knobs") or {}),
+                         balancing=first.get("balancing") or DEFAULT_BALANCING,
                          seeds=sorted({t["seed"] for t in trials}), trials=len(trials))
     for column, key, scale in metric_columns(mode):
         values = [(t["seed"], t["metrics"][key]) for t in trials
@@ -173,10 +179,11 @@ def _scored_tasks(row: LeaderboardRow) -> tuple[str, ...]:
 
 def assign_delta_m(rows: list[LeaderboardRow], references: dict[str, str]) -> None:
     """Set Δm on the multi-task rows, per setting (dataset and protocol): the references are
-    rows of that setting with default knobs, named by ``references`` or else by what the
-    trials recorded (mtlbench.multitask_gain)."""
+    rows of that setting with default knobs and balancing, named by ``references`` or else
+    by what the trials recorded (mtlbench.multitask_gain)."""
     for group in group_by_setting(rows).values():
-        plain = {row.method: row for row in group if not row.variant}
+        plain = {row.method: row for row in group
+                 if not row.variant and row.balancing == DEFAULT_BALANCING}
         for row in group:
             if not row.multitask:
                 continue
@@ -241,7 +248,7 @@ def to_records(rows: list[LeaderboardRow], mode: str = "strict") -> list[dict]:
     records = []
     for row in rows:
         rec = {"dataset": row.dataset, "method": row.method, "variant": row.variant,
-               "knobs": row.knobs, "protocol": row.protocol,
+               "knobs": row.knobs, "balancing": row.balancing, "protocol": row.protocol,
                "protocol_hash": row.protocol_hash, "mode": mode, "folds": len(row.folds),
                "params_m": _finite(row.mparams), "gflops": _finite(row.gflops),
                "gmacs": _finite(row.gmacs),

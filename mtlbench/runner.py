@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtlbench.balancing import DEFAULT_BALANCING, check_balancing, skips_axis
 from mtlbench.data.fold import fold_indices, load_arrays, split_notes
 from mtlbench.data.prepare import canonical_dataset_spec, dataset_identity, lookup_dataset
 from mtlbench.executors import Executor, RunEvents
@@ -59,9 +60,13 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
              cache_dir: str | None = None, device: str = "cpu",
              speed: SpeedOptions | None = None,
              knob_overrides: dict[str, str] | None = None,
-             seeds: list[int] | None = None) -> RunPlan:
-    """Trial specs for every (method, fold, seed), after the early checks; finished ones are
-    skipped.
+             seeds: list[int] | None = None,
+             balancings: list[str] | None = None) -> RunPlan:
+    """Trial specs for every (method, balancing, fold, seed), after the early checks; finished
+    ones are skipped.
+
+    ``balancings``: the task balancings (mtlbench.balancing; default ``fixed`` alone); a
+    method with one task loss skips the axis (its one trial per fold and seed is ``fixed``).
 
     ``knob_overrides``: ``--set`` values of the methods' knobs (mtlbench.knobs); each method
     takes those it has. ``seeds``: the training seeds, replicates of every (method, fold)
@@ -73,6 +78,8 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
     check_partition(plugins, card, protocol)
     knobs = {name: resolved(plugins.methods.get(name), protocol.name, knob_overrides,
                             plugins.methods.owner(name)) for name in methods}
+    axis = {m: balancings_of(plugins.methods.get(m), dict(knobs[m][0]), protocol, balancings)
+            for m in methods}
     warnings = check_precision(protocol, device)
     speed = speed or SpeedOptions()
     check_speed(speed, device, protocol)
@@ -97,8 +104,9 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
         raise ProtocolError(f"--seeds {','.join(map(str, seeds))}: give one or more seeds >= 0")
     replicas = [dataclasses.replace(protocol, seed=s) for s in seeds]
     specs = [TrialSpec(dataset, m, f, p, str(run_dir), data_root, cache_dir, device,
-                       speed, knobs=knobs[m][0], variant=knobs[m][1], data_spec=data_spec)
-             for m in methods for f in folds for p in replicas]
+                       speed, knobs=knobs[m][0], variant=knobs[m][1], data_spec=data_spec,
+                       balancing=b)
+             for m in methods for b in axis[m] for f in folds for p in replicas]
     if specs:
         fold_indices(specs[0], arrays)  # computes and saves the split once, or checks it
         warnings += split_notes(specs[0], arrays)
@@ -120,6 +128,17 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
                    ingested=plan_ingested, problems=plan_problems, warnings=warnings)
     plan.resumable = [s for s in plan.specs if s.checkpoint_path.exists()]
     return plan
+
+
+def balancings_of(method, knobs: dict, protocol: Protocol,
+                  balancings: list[str] | None) -> list[str]:
+    """The balancings ``method`` runs with: ``balancings`` (default ``fixed``), or ``fixed``
+    alone for a method with one task loss; BalancingError when loss_mode=code meets another
+    balancing than ``fixed``."""
+    chosen = balancings or [DEFAULT_BALANCING]
+    for name in chosen:
+        check_balancing(name, protocol.loss_mode)
+    return [DEFAULT_BALANCING] if skips_axis(method, knobs, protocol.loss_mode) else chosen
 
 
 def check_partition(plugins: Plugins, card, protocol: Protocol) -> None:

@@ -29,10 +29,15 @@ from mtlbench.trial import TrialResult
 # records about each case (BI-RADS, scanner), keyed by dataset and case id. Additive like the
 # predictions table (CREATE TABLE IF NOT EXISTS; an older mtlbench ignores it), so it needs no
 # version of its own.
-SCHEMA_VERSION = 2
-_TRIAL_COLUMNS_V2 = (("key_version", "INTEGER NOT NULL DEFAULT 1"),
+# Version 3 (issue 20) adds the column ``balancing`` to ``trials``: the task balancing
+# (mtlbench.balancing). An older store is migrated when opened (ALTER TABLE ADD COLUMN: its
+# trials get ``fixed``, the only balancing there was); an mtlbench of schema 2, which would
+# show rows of different balancings as one, refuses a version-3 store.
+SCHEMA_VERSION = 3
+_ADDED_TRIAL_COLUMNS = (("key_version", "INTEGER NOT NULL DEFAULT 1"),
                      ("knobs_json", "TEXT NOT NULL DEFAULT '{}'"),
-                     ("variant", "TEXT NOT NULL DEFAULT ''"))
+                     ("variant", "TEXT NOT NULL DEFAULT ''"),
+                     ("balancing", "TEXT NOT NULL DEFAULT 'fixed'"))
 STORE_NAME = "mtlbench.sqlite"
 
 _SCHEMA = """
@@ -46,7 +51,7 @@ CREATE TABLE IF NOT EXISTS trials (
     profile_json TEXT, timing_json TEXT, env_json TEXT,
     recorded_at REAL NOT NULL,
     key_version INTEGER NOT NULL DEFAULT 1, knobs_json TEXT NOT NULL DEFAULT '{}',
-    variant TEXT NOT NULL DEFAULT ''
+    variant TEXT NOT NULL DEFAULT '', balancing TEXT NOT NULL DEFAULT 'fixed'
 );
 CREATE TABLE IF NOT EXISTS fold_metrics (
     trial_id TEXT NOT NULL REFERENCES trials(trial_id) ON DELETE CASCADE,
@@ -123,9 +128,9 @@ class Store:
             raise
 
     def _migrate(self) -> None:
-        """Add the columns of schema 2 to a store written by mtlbench 0.1."""
+        """Add the columns of schemas 2 and 3 to an older store."""
         have = {r[1] for r in self._db.execute("PRAGMA table_info(trials)")}
-        for name, decl in _TRIAL_COLUMNS_V2:
+        for name, decl in _ADDED_TRIAL_COLUMNS:
             if name not in have:
                 self._db.execute(f"ALTER TABLE trials ADD COLUMN {name} {decl}")
 
@@ -208,13 +213,15 @@ class Store:
                 "INSERT INTO trials (trial_id, dataset, method, fold, seed, protocol_name, "
                 "protocol_hash, protocol_json, status, error, selected_epoch, "
                 "resumed_from_epoch, profile_json, timing_json, env_json, recorded_at, "
-                "key_version, knobs_json, variant) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "key_version, knobs_json, variant, balancing) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (result.trial_id, result.dataset, result.method, result.fold, result.seed,
                  result.protocol.get("name", ""), result.protocol_hash,
                  json.dumps(result.protocol, sort_keys=True), result.status, result.error,
                  result.selected_epoch, result.resumed_from_epoch, json.dumps(result.profile),
                  json.dumps(result.timing), json.dumps(result.env), time.time(),
-                 result.key_version, json.dumps(result.knobs, sort_keys=True), result.variant),
+                 result.key_version, json.dumps(result.knobs, sort_keys=True), result.variant,
+                 result.balancing),
             )
             db.executemany("INSERT INTO fold_metrics VALUES (?,?,?)",
                            [(result.trial_id, k, _num(v)) for k, v in result.fold_metrics.items()])
@@ -294,6 +301,7 @@ class Store:
                 row[key[:-5]] = json.loads(row.pop(key, None) or "{}")
             row.setdefault("key_version", 1)
             row.setdefault("variant", "")
+            row.setdefault("balancing", "fixed")  # a store from before balancings, read as is
             row["metrics"] = metrics.get(row["trial_id"], {})
         return rows
 

@@ -25,6 +25,13 @@ from pathlib import Path
 
 import torch
 
+from mtlbench.balancing import (
+    DEFAULT_BALANCING,
+    BalancingConfig,
+    BalancingError,
+    check_balancing,
+    skips_axis,
+)
 from mtlbench.cards import MethodCard, ModelConfig
 from mtlbench.checkpointing import (
     CheckpointWriter,
@@ -112,14 +119,16 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
     place_model(model, device, channels_last)
     forward = compile_model(model) if spec.speed.compile else model
     loss = build_loss(method, p, knobs).to(device)
-    optimizer = build_optimizer(model, loss, p, device)
+    balancing = build_balancing(plugins, spec.balancing, method, p, knobs, model).to(device)
+    optimizer = build_optimizer(model, loss, p, device, extra=list(balancing.parameters()))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, p))
     generator = torch.Generator().manual_seed(p.seed * 1000 + spec.fold)
 
     remove_stale_checkpoint_files(spec)
     state = TrainState()
     if spec.checkpoint_path.exists():
-        state = load_checkpoint(spec, model, loss, optimizer, scheduler, generator)
+        state = load_checkpoint(spec, model, loss, optimizer, scheduler, generator,
+                                balancing=balancing)
     resumed_from = state.epoch
 
     features = None
@@ -134,7 +143,7 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
     try:
         for epoch in range(state.epoch + 1, p.epochs):
             record = train_epoch(forward, loss, method, owner, train, optimizer, generator, p,
-                                 epoch, channels_last, precision=precision)
+                                 epoch, channels_last, precision=precision, balancing=balancing)
             scheduler.step()
             if p.checkpoint == "paper":
                 score = selection_score(forward, test, arrays, test_idx, p, record,
@@ -147,7 +156,7 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
             state.curve.append(record)
             state.precisions.append(precision)
             writer.offer(lambda: checkpoint_payload(spec, model, loss, optimizer, scheduler,
-                                                    generator, state))
+                                                    generator, state, balancing=balancing))
             if on_epoch:
                 on_epoch(spec, record)
     finally:
@@ -177,6 +186,7 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
                 "checkpoints_written": writer.written, "checkpoints_skipped": writer.skipped,
                 **peak_memory(device)},
         env={**environment(spec, plugins, owner), "loss": loss.describe(),
+             "balancing": spec.balancing,
              "caveats": loss.caveats(),
              "tasks": sorted(method.tasks), "reference_for": sorted(method.reference_for),
              "references": default_references(plugins.methods.items()),
@@ -188,7 +198,7 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
         predictions={} if pred_masks is None else mask_pngs(test_ids, pred_masks),
         gallery=gallery([arrays.ids[i] for i in test_idx], arrays.labels[test_idx],
                         arrays.images[test_idx], arrays.masks[test_idx]),
-        knobs=knobs, variant=spec.variant,
+        knobs=knobs, variant=spec.variant, balancing=spec.balancing,
     )
 
 
@@ -214,6 +224,27 @@ def build_loss(method: MethodCard, p: Protocol, knobs: dict | None = None) -> Tr
                      build_terms(method, knobs, p), knobs)
 
 
+def build_balancing(plugins: Plugins, name: str, method: MethodCard, p: Protocol,
+                    knobs: dict, model):
+    """The trial's balancing (``mtlbench.balancing``) for ``model``; TrialFailed names the
+    balancing and the method when it cannot apply (a method with one task loss, or
+    loss_mode=code with another balancing than ``fixed``)."""
+    card = plugins.balancings.get(name)
+    if name != DEFAULT_BALANCING:
+        try:
+            check_balancing(name, p.loss_mode)
+        except BalancingError as exc:
+            raise TrialFailed(str(exc)) from None
+        if skips_axis(method, knobs, p.loss_mode):
+            raise TrialFailed(f"method {method.name!r} has one task loss, nothing for balancing "
+                              f"{name!r} to balance; run it with --balancing fixed")
+    shared = None
+    if method.shared_parameters is not None:
+        shared = frozenset(id(q) for q in method.shared_parameters(model))
+    config = BalancingConfig(tuple(sorted(method.tasks)), p.cls_weight, p.seed, p.epochs, shared)
+    return card.build(config)
+
+
 def place_model(model, device: torch.device, channels_last: bool):
     """Move ``model`` to ``device`` (in place), in NHWC memory format when ``channels_last``."""
     model.to(device)
@@ -222,13 +253,14 @@ def place_model(model, device: torch.device, channels_last: bool):
     return model
 
 
-def build_optimizer(model, loss: TrialLoss, p: Protocol, device: torch.device):
-    """The protocol's Adam over the model's and the loss's parameters."""
+def build_optimizer(model, loss: TrialLoss, p: Protocol, device: torch.device, extra=()):
+    """The protocol's Adam over the model's and the loss's parameters, and ``extra`` ones (a
+    balancing's learned weights)."""
     # One parameter group: the learned loss weights of loss_mode=code get the same Adam
     # settings, weight decay included, as in the released code (spec §3).
     # fused: one kernel for all parameters instead of a loop of small ops (the same update;
     # 4× faster optimizer steps on a 2-core CPU for a 32 M-parameter model).
-    return torch.optim.Adam([*model.parameters(), *loss.parameters()], lr=p.lr,
+    return torch.optim.Adam([*model.parameters(), *loss.parameters(), *extra], lr=p.lr,
                             betas=(p.beta1, p.beta2), weight_decay=p.weight_decay,
                             fused=device.type in ("cpu", "cuda"))
 
@@ -243,8 +275,12 @@ def lr_factor(epoch: int, p: Protocol) -> float:
 
 def train_epoch(model, loss: TrialLoss, method: MethodCard, owner: str, data: FoldTensors,
                 optimizer, generator: torch.Generator, p: Protocol, epoch: int,
-                channels_last: bool = False, *, precision: str) -> dict:
-    """One pass over the training cases in a random order; returns the epoch's curve record."""
+                channels_last: bool = False, *, precision: str, balancing=None) -> dict:
+    """One pass over the training cases in a random order; returns the epoch's curve record.
+
+    ``balancing`` (mtlbench.balancing) makes each step's gradients from the task losses; None:
+    the loss's total, backpropagated (what ``fixed`` does). A balancing other than ``fixed``
+    adds each task's weight to the record (``weight_<task>``, its last step's)."""
     model.train()
     started = time.perf_counter()
     n = data.labels.shape[0]
@@ -255,6 +291,8 @@ def train_epoch(model, loss: TrialLoss, method: MethodCard, owner: str, data: Fo
         batches = batches[:-1]
     draws = draw_augmentations(sum(len(b) for b in batches), generator, device)
     sums: dict[str, torch.Tensor] = {}
+    task_sums: dict[str, torch.Tensor] = {}
+    params = [q for q in model.parameters() if q.requires_grad]
     offset = 0
     for step, idx in enumerate(batches):
         images = data.images[idx].float().div_(255)
@@ -265,15 +303,23 @@ def train_epoch(model, loss: TrialLoss, method: MethodCard, owner: str, data: Fo
             outputs = model(model_input(images, p, channels_last))
         if epoch == 0 and step == 0:
             check_contract(outputs, method, owner, images.shape[0], p.image_size)
-        terms = loss.terms(outputs, masks, data.labels[idx])
+        terms, tasks = loss.terms_and_tasks(outputs, masks, data.labels[idx])
         optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
+        if balancing is None:
+            terms["total"].backward()
+        else:
+            balancing.backward(tasks, terms["total"], params)
         optimizer.step()
         for key, value in terms.items():
             sums[key] = sums.get(key, 0) + value.detach() * len(idx)
+        for key, value in tasks.items():
+            task_sums[key] = task_sums.get(key, 0) + value.detach() * len(idx)
     seen = sum(len(b) for b in batches)
     record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
     record.update({f"loss_{k}": float(v) / seen for k, v in sums.items()})
+    if balancing is not None:
+        balancing.end_epoch({k: float(v) / seen for k, v in task_sums.items()})
+        record.update({f"weight_{k}": v for k, v in balancing.weights().items()})
     if loss.weighting is not None:
         record.update(zip(("sigma_dice", "sigma_ce"), loss.weighting.sigma.tolist(),
                           strict=True))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtlbench.identity import KEY_VERSION, Knobs, TrialKey
+from mtlbench.identity import DEFAULT_BALANCING, KEY_VERSION, Knobs, TrialKey
 from mtlbench.protocol import Protocol
 
 DEFAULT_CHECKPOINT_EVERY_S = 0.0
@@ -56,6 +56,8 @@ class TrialSpec:
     # The dataset spec to load, as given (an absolute path in it too); ``dataset`` is its
     # identity (mtlbench.data.prepare.dataset_identity). Empty: load ``dataset``.
     data_spec: str = ""
+    # How the task losses become the update (mtlbench.balancing); ``fixed``: the protocol's loss.
+    balancing: str = DEFAULT_BALANCING
 
     @property
     def seed(self) -> int:
@@ -65,7 +67,7 @@ class TrialSpec:
     @property
     def key(self) -> TrialKey:
         return TrialKey(self.dataset, self.method, self.fold, self.seed, self.protocol.hash,
-                        self.knobs)
+                        self.knobs, self.balancing)
 
     @property
     def trial_id(self) -> str:
@@ -79,6 +81,8 @@ class TrialSpec:
     @property
     def label(self) -> str:
         method = f"{self.method} [{self.variant}]" if self.variant else self.method
+        if self.balancing != DEFAULT_BALANCING:
+            method = f"{method} · {self.balancing}"
         seed = "" if self.seed == Protocol.seed else f" · seed {self.seed}"
         return f"{method} · {self.dataset} · fold {self.fold}{seed}"
 
@@ -114,12 +118,14 @@ class TrialResult:
     key_version: int = KEY_VERSION
     knobs: dict[str, Any] = field(default_factory=dict)
     variant: str = ""
+    balancing: str = DEFAULT_BALANCING
 
     @classmethod
     def failed(cls, spec: TrialSpec, error: str, **extra: Any) -> TrialResult:
         return cls(spec.trial_id, spec.dataset, spec.method, spec.fold, spec.seed,
                    spec.protocol.to_dict(), spec.protocol.hash, "failed", error=error,
-                   knobs=dict(spec.knobs), variant=spec.variant, **extra)
+                   knobs=dict(spec.knobs), variant=spec.variant, balancing=spec.balancing,
+                   **extra)
 
 
 class TrialFailed(RuntimeError):

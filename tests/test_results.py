@@ -85,6 +85,6 @@ def test_an_empty_store_gives_empty_frames_with_their_columns(tmp_path):
     with Store(tmp_path / STORE_NAME):
         pass
     with open_results(tmp_path) as run:
-        assert run.trials().empty and list(run.trials().columns[:8]) == KEY_COLUMNS
+        assert run.trials().empty and list(run.trials().columns[:len(KEY_COLUMNS)]) == KEY_COLUMNS
         assert run.images().empty and run.leaderboard().empty
         assert isinstance(run.folds(), pd.DataFrame)

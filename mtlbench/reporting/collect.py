@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mtlbench.data.prepare import DatasetOptionError, parse_dataset_spec
+from mtlbench.identity import DEFAULT_BALANCING
 from mtlbench.metric_table import BY_COLUMN, METRICS
 from mtlbench.report import LeaderboardRow, entry_name, leaderboard, metric_columns
 from mtlbench.store import Store
@@ -27,7 +28,8 @@ class Setting:
     image_size: int
     mode: str  # the metric mode of the report, "strict" or "paper"
     rows: list[LeaderboardRow]
-    # Keyed by row name (LeaderboardRow.entry: the method, with its non-default knobs).
+    # Keyed by row name (LeaderboardRow.entry: the method, with its non-default knobs and
+    # its balancing unless fixed).
     trials: dict[str, list[dict]] = field(default_factory=dict)  # method -> trials by fold
     # method -> seed -> case id -> the image's stored row (metrics, label, pred_label)
     seed_images: dict[str, dict[int, dict[str, dict]]] = field(default_factory=dict)
@@ -138,7 +140,8 @@ def collect(store: Store, mode: str = "strict", dataset: str | None = None,
                           references=dict(references or {}))
         first_seed = {}
         for trial in sorted(mine, key=lambda t: (t["seed"], t["fold"])):
-            method = entry_name(trial["method"], trial.get("variant") or "")
+            method = entry_name(trial["method"], trial.get("variant") or "",
+                                trial.get("balancing") or DEFAULT_BALANCING)
             first = first_seed.setdefault(method, trial["seed"]) == trial["seed"]
             setting.trials.setdefault(method, []).append(trial)
             cases = store.image_metrics(trial["trial_id"])
@@ -152,8 +155,9 @@ def collect(store: Store, mode: str = "strict", dataset: str | None = None,
             if predicted:
                 setting.predictions.setdefault(method, {}).update(predicted)
         setting.gallery = store.case_images(ds, size)
+        # The paper's numbers are of its own loss: shown beside the fixed rows only.
         setting.published = {row.entry: published_numbers(methods_registry, row.method, ds)
-                             for row in group}
+                             if row.balancing == DEFAULT_BALANCING else {} for row in group}
         setting.classes = class_names(datasets_registry, ds)
         settings.append(setting)
     return settings

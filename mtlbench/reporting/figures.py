@@ -24,7 +24,10 @@ DPI = 110
 CURVES = (("loss_total", "training loss (total)"), ("loss_dice", "training Dice loss"),
           ("loss_ce", "training cross-entropy"),
           ("testfold_dice", "test-fold Dice (paper's checkpoint selection)"),
-          ("testfold_acc", "test-fold ACC (paper's checkpoint selection)"))
+          ("testfold_acc", "test-fold ACC (paper's checkpoint selection)"),
+          # What a task balancing weighs each task with (mtlbench.balancing; absent for fixed).
+          ("weight_cls", "task weight of L_cls (balancing)"),
+          ("weight_seg", "task weight of L_seg (balancing)"))
 
 
 def colours(methods: list[str]) -> dict[str, tuple]:
@@ -96,12 +99,17 @@ def box_plots(setting: Setting) -> bytes | None:
     return to_png(fig)
 
 
+def curve_panels(setting: Setting) -> list[tuple[str, str]]:
+    """(curve key, title) of the training-curve panels: the CURVES any trial recorded."""
+    recorded = {key for folds in setting.curves.values() for curve in folds.values()
+                for record in curve for key, value in record.items() if value is not None}
+    return [(key, title) for key, title in CURVES if key in recorded]
+
+
 def training_curves(setting: Setting) -> bytes | None:
     """Per curve key, each method's mean over its folds (thick) and each fold (thin), against
     the epoch; None when no curve was recorded."""
-    recorded = {key for folds in setting.curves.values() for curve in folds.values()
-                for record in curve for key, value in record.items() if value is not None}
-    panels = [(key, title) for key, title in CURVES if key in recorded]
+    panels = curve_panels(setting)
     if not panels:
         return None
     labels = {row.entry: row.label for row in setting.rows}
