@@ -23,9 +23,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from mtlbench.cards import TASKS
 from mtlbench.metric_table import headline
 
-TASKS = ("seg", "cls")
 TASK_WORDS = {"seg": "segmentation", "cls": "classification"}
 
 

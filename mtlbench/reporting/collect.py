@@ -66,14 +66,7 @@ class Setting:
         """method -> case id -> the per-image value of ``column`` in display units, for the
         methods that have it: the mean over the method's seeds of the finite values (the value
         itself with one seed); None when no seed has a finite one."""
-        out: dict[str, dict[str, float | None]] = {}
-        for method, by_seed in self.per_image_by_seed(column).items():
-            cases: dict[str, list[float | None]] = {}
-            for values in by_seed.values():
-                for case_id, value in values.items():
-                    cases.setdefault(case_id, []).append(value)
-            out[method] = {case_id: _mean_of_finite(values) for case_id, values in cases.items()}
-        return out
+        return seed_means(self.per_image_by_seed(column))
 
     def per_image_by_seed(self, column: str) -> dict[str, dict[int, dict[str, float | None]]]:
         """method -> seed -> case id -> the per-image value of ``column`` in display units
@@ -192,6 +185,20 @@ def class_label(classes: tuple[str, ...], label: float | int | None) -> str:
         return "–"
     index = int(label)
     return classes[index] if 0 <= index < len(classes) else f"class {index}"
+
+
+def seed_means(by_seed: dict[str, dict[int, dict[str, float | None]]]
+               ) -> dict[str, dict[str, float | None]]:
+    """method -> case id -> the mean of the case's finite values over the seeds, from
+    ``Setting.per_image_by_seed``'s method -> seed -> case id -> value."""
+    out: dict[str, dict[str, float | None]] = {}
+    for method, seeds in by_seed.items():
+        cases: dict[str, list[float | None]] = {}
+        for values in seeds.values():
+            for case_id, value in values.items():
+                cases.setdefault(case_id, []).append(value)
+        out[method] = {case_id: _mean_of_finite(values) for case_id, values in cases.items()}
+    return out
 
 
 def _mean_of_finite(values: list[float | None]) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mtlbench.reporting.collect import STAT_METRICS, Setting
+from mtlbench.reporting.collect import STAT_METRICS, Setting, seed_means
 from mtlbench.stats import PairedTest, PooledMean, compare_to_best, pooled_mean_over_seeds
 
 
@@ -25,11 +25,11 @@ def setting_statistics(setting: Setting) -> list[MetricStatistics]:
     out = []
     for metric in STAT_METRICS:
         column, lower = metric.column, not metric.higher_is_better
-        per_method = setting.per_image(column)  # each image's mean over the seeds
+        by_seed = setting.per_image_by_seed(column)
+        per_method = seed_means(by_seed)  # each image's mean over the seeds
         if not per_method:
             continue
         best, tests = compare_to_best(per_method, lower)
-        by_seed = setting.per_image_by_seed(column)
         out.append(MetricStatistics(column, lower, best,
                                     {m: pooled_mean_over_seeds(by_seed[m]) for m in per_method},
                                     {t.method: t for t in tests}))
