@@ -274,7 +274,9 @@ def run_in_job(spec: TrialSpec) -> str:
         torch.set_num_threads(cpus)
     job = {"job_id": _job_id(), "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
            "host": socket.gethostname()}
-    append_progress(spec.run_dir, spec.trial_id, {"event": "started", **job})
+    # The pid is in the progress file only (not the stored result): what a person or a test
+    # needs to signal this attempt's process and no other.
+    append_progress(spec.run_dir, spec.trial_id, {"event": "started", **job, "pid": os.getpid()})
 
     def on_epoch(trial: TrialSpec, record: dict) -> None:
         append_progress(spec.run_dir, spec.trial_id, {"event": "epoch", "record": record})
