@@ -84,6 +84,8 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
                             plugins.methods.owner(name)) for name in methods}
     axis = {m: balancings_of(plugins.methods.get(m), dict(knobs[m][0]), protocol, balancings)
             for m in methods}
+    # A method with one task loss runs ``fixed`` even when --balancing does not name it: the
+    # knobs of a balancing not named are its defaults (none for ``fixed``).
     balancing_knobs = resolve_balancing_knobs(plugins.balancings,
                                               balancings or [DEFAULT_BALANCING], balancing_sets)
     warnings = check_precision(protocol, device)
@@ -111,7 +113,7 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
     replicas = [dataclasses.replace(protocol, seed=s) for s in seeds]
     specs = [TrialSpec(dataset, m, f, p, str(run_dir), data_root, cache_dir, device,
                        speed, knobs=knobs[m][0], variant=knobs[m][1], data_spec=data_spec,
-                       balancing=b, balancing_knobs=balancing_knobs[b])
+                       balancing=b, balancing_knobs=balancing_knobs.get(b, ()))
              for m in methods for b in axis[m] for f in folds for p in replicas]
     if specs:
         fold_indices(specs[0], arrays)  # computes and saves the split once, or checks it

@@ -21,7 +21,8 @@ from mtlbench.balancing.knobs import (
 from mtlbench.cli import main
 from mtlbench.identity import TrialKey
 from mtlbench.plugins import load_plugins
-from mtlbench.protocol import ProtocolError
+from mtlbench.protocol import ProtocolError, get_protocol
+from mtlbench.runner import plan_run
 from mtlbench.train import run_trial
 
 CONFIG = BalancingConfig(tasks=("cls", "seg"), cls_weight=0.3, seed=7)
@@ -72,6 +73,15 @@ def test_ids_stay_at_the_defaults_and_change_with_a_knob(tmp_path):
     assert tuned.trial_id != spec.trial_id
     assert tuned.key.row().text != spec.key.row().text == before.row().text
     assert tuned.label.startswith("tiny · dwa [temperature=3.0] · small")
+
+
+def test_a_plan_gives_each_trial_its_balancings_knobs(tmp_path, plugins):
+    # tinyseg has one task loss: it runs fixed although --balancing names dwa alone.
+    protocol = get_protocol("smoke", "small", {"epochs": "1", "image_size": "32"})
+    plan = plan_run(plugins, ["tiny", "tinyseg"], "small", protocol, tmp_path / "run", [0],
+                    balancings=["dwa"], balancing_sets={"dwa": {"temperature": "3"}})
+    assert [(s.method, s.balancing, s.balancing_knobs) for s in plan.specs] == [
+        ("tiny", "dwa", (("temperature", 3.0),)), ("tinyseg", "fixed", ())]
 
 
 def test_a_knob_reaches_the_update(cards):
