@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from mtlbench.balancing import BalancingError
+from mtlbench.balancing.knobs import resolve_balancing_knobs, split_balancing_sets
 from mtlbench.compare import (
     DEFAULT_METRICS,
     CompareError,
@@ -182,8 +183,10 @@ def _device(name: str) -> str:
 @click.option("--protocol", "-p", "protocol_name", default="smoke", show_default=True,
               help="A preset; see `mtlbench list protocols`.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override one protocol setting or a knob of the run's methods (recorded "
-                   "with every result; `mtlbench list methods` shows the knobs), repeatable.")
+              help="Override one protocol setting, a knob of the run's methods (recorded "
+                   "with every result; `mtlbench list methods` shows the knobs) or of its "
+                   "balancings as BALANCING.KNOB=VALUE (e.g. dwa.temperature=3; `mtlbench "
+                   "list balancings`), repeatable.")
 @click.option("--pretrained", type=click.Choice(["imagenet", "none"]), default=None,
               help="Encoder weights: 'imagenet' (each method's pretrained files, e.g. "
                    "ImageNet-21k for a ViT encoder) loads them from the libraries' caches, "
@@ -249,14 +252,16 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, seeds, balanci
     run_dir = Path(out)
     try:
         names = _select_methods(plugins, methods)
+        plain_sets, balancing_sets = split_balancing_sets(_parse_sets(sets))
         overrides, knob_overrides = split_settings(
-            _parse_sets(sets), [plugins.methods.get(n) for n in names],
+            plain_sets, [plugins.methods.get(n) for n in names],
             [card for _, card in plugins.methods.items()])
         if pretrained is not None:
             overrides["pretrained"] = pretrained
         protocol = get_protocol(protocol_name, parse_dataset_spec(dataset)[0], overrides)
         seed_list = _parse_seeds(seeds, protocol.seed)
         balancings = plugins.select_balancings(balancing)
+        resolve_balancing_knobs(plugins.balancings, balancings, balancing_sets)  # fail early
         card, options = lookup_dataset(plugins.datasets, dataset)
         dataset = canonical_dataset_spec(card.name, options)
         executor = _executor(plugins, executor_name, executor_sets, devices, trials_per_device,
@@ -270,7 +275,7 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, seeds, balanci
 
                 plan = plan_run(plugins, names, dataset, protocol, run_dir, _parse_folds(folds),
                                 data_root, None, executor.device, speed, knob_overrides,
-                                seed_list, balancings)
+                                seed_list, balancings, balancing_sets)
             _announce(plan, names, dataset, protocol, run_dir, executor)
             summary = _execute_with_progress(plan, run_dir, plugins, protocol.epochs,
                                              keep_checkpoints, executor)
@@ -892,15 +897,19 @@ def list_executors(as_json) -> None:
 @list_cmd.command(name="balancings")
 @click.option("--json", "as_json", is_flag=True)
 def list_balancings(as_json) -> None:
-    """The registered task balancings (run --balancing NAME,... or a group: loss, gradient)."""
+    """The registered task balancings (run --balancing NAME,... or a group: loss, gradient)
+    with their knobs (--set NAME.KNOB=VALUE)."""
     plugins = _plugins()
     records = [{"name": n, "plugin": plugins.balancings.owner(n), "kind": c.kind,
-                "description": c.description, "citation": c.citation}
+                "description": c.description, "citation": c.citation,
+                "knobs": [_knob_record(k) for k in c.knobs]}
                for n, c in plugins.balancings.items()]
     _emit(records, as_json, "Balancings", {
         "name": lambda r: r["name"], "group": lambda r: r["kind"],
-        "description": lambda r: r["description"], "paper": lambda r: r["citation"],
-        "plugin": lambda r: r["plugin"]})
+        "description": lambda r: r["description"],
+        "knobs (--set NAME.KNOB=VALUE)": lambda r: "\n".join(
+            f"{r['name']}.{_knob_words(k)}" for k in r["knobs"]),
+        "paper": lambda r: r["citation"], "plugin": lambda r: r["plugin"]})
 
 
 @main.command()

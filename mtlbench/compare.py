@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtlbench.identity import balancing_label
 from mtlbench.metric_table import BY_NAME, headline
 from mtlbench.report import entry_name, leaderboard, to_records
 from mtlbench.store import STORE_NAME, Store
@@ -204,10 +205,12 @@ def compare(current: list[dict], baseline: list[dict], metrics: tuple[str, ...] 
 def row_key(record: dict) -> tuple[str, str, str]:
     """(dataset, row name, protocol hash) of a leaderboard record: the method with its
     non-default knobs (``variant``; records written before knobs existed have none) and its
-    balancing (records written before balancings have none: ``fixed``)."""
+    balancing with its non-default knobs (records written before balancings have none:
+    ``fixed``)."""
+    balancing = balancing_label(record.get("balancing") or "fixed",
+                                record.get("balancing_knobs") or {})
     return (record["dataset"], entry_name(record["method"], record.get("variant") or "",
-                                          record.get("balancing") or "fixed"),
-            record["protocol_hash"])
+                                          balancing), record["protocol_hash"])
 
 
 def unmatched_protocols(current: list[dict], baseline: list[dict]) -> list[str]:

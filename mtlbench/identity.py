@@ -15,12 +15,15 @@ their own; they are never matched to a version-2 trial.
 
 The task balancing (``balancing``, issue 20: how the task losses are combined into the
 update; ``mtlbench.balancing``) is such a field: its default ``fixed`` (the protocol's own
-loss) is left out of the hashed form, so trials from before balancings keep their ids.
+loss) is left out of the hashed form, so trials from before balancings keep their ids. So
+are the balancing's knobs (``balancing_knobs``, ``mtlbench.balancing.knobs``): the key holds
+only the values that differ from the balancing's defaults, and enters them only when there are
+any, so a balancing at its defaults keeps the id it had before balancings had knobs.
 
 A leaderboard row is a trial key without its replicates (the fold today; the seed too once
 seeds are replicates): ``RowKey``. Its ``variant`` names the knobs that differ from the
 method's defaults under the protocol, so tables can say "mynet [aux_weight=0.5]" beside
-"mynet".
+"mynet", and "mynet · dwa [temperature=3.0]" beside "mynet · dwa" (``balancing_label``).
 """
 
 from __future__ import annotations
@@ -54,14 +57,18 @@ class RowKey:
     method: str
     knobs: Knobs = ()
     balancing: str = DEFAULT_BALANCING
+    balancing_knobs: Knobs = ()  # the balancing's knob values away from its defaults
 
     @property
     def text(self) -> str:
         """A stable string of the key (for matching rows of two leaderboards); the default
-        balancing is left out, so rows from before balancings match."""
+        balancing, and a balancing's default knobs, are left out, so rows from before them
+        match."""
         key = [self.dataset, self.protocol_hash, self.method, dict(self.knobs)]
         if self.balancing != DEFAULT_BALANCING:
             key.append(self.balancing)
+        if self.balancing_knobs:
+            key.append(dict(self.balancing_knobs))
         return json.dumps(key, sort_keys=True, default=str)
 
 
@@ -76,6 +83,8 @@ class TrialKey:
     protocol_hash: str
     knobs: Knobs = ()
     balancing: str = DEFAULT_BALANCING
+    # The balancing's knob values that differ from its defaults (empty at the defaults).
+    balancing_knobs: Knobs = ()
 
     def fields(self) -> dict[str, Any]:
         """The hashed form. A field added later joins it only away from its default."""
@@ -84,6 +93,8 @@ class TrialKey:
                   "knobs": dict(self.knobs)}
         if self.balancing != DEFAULT_BALANCING:
             fields["balancing"] = self.balancing
+        if self.balancing_knobs:
+            fields["balancing_knobs"] = dict(self.balancing_knobs)
         return fields
 
     @property
@@ -92,10 +103,18 @@ class TrialKey:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def row(self) -> RowKey:
-        return RowKey(self.dataset, self.protocol_hash, self.method, self.knobs, self.balancing)
+        return RowKey(self.dataset, self.protocol_hash, self.method, self.knobs, self.balancing,
+                      self.balancing_knobs)
 
 
 def variant_text(knobs: dict[str, Any], defaults: dict[str, Any]) -> str:
     """The knobs that differ from ``defaults``, as ``name=value`` joined by commas ("" when
     none): what tells two rows of one method apart."""
     return ", ".join(f"{k}={v}" for k, v in sorted(knobs.items()) if defaults.get(k) != v)
+
+
+def balancing_label(balancing: str, knobs: dict[str, Any] | Knobs = ()) -> str:
+    """A balancing as rows name it: ``dwa``, or with knobs away from its defaults (``knobs``:
+    those values), ``dwa [temperature=3.0]``."""
+    text = variant_text(dict(knobs), {})
+    return f"{balancing} [{text}]" if text else balancing

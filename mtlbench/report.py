@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mtlbench.identity import DEFAULT_BALANCING, RowKey, knobs_tuple
+from mtlbench.identity import DEFAULT_BALANCING, RowKey, balancing_label, knobs_tuple
 from mtlbench.metric_table import METRICS, headline
 from mtlbench.multitask_gain import TASK_WORDS, TASKS, delta_m, missing_note
 from mtlbench.precision import combined
@@ -42,6 +42,7 @@ class LeaderboardRow:
     variant: str = ""  # the method's knobs that differ from its defaults (mtlbench.identity)
     knobs: dict = field(default_factory=dict)
     balancing: str = DEFAULT_BALANCING  # how the task losses were combined (mtlbench.balancing)
+    balancing_knobs: dict = field(default_factory=dict)  # its knobs away from their defaults
     caveats: list[str] = field(default_factory=list)  # footnotes its loss terms asked for
     wall_s: float = 0.0
     precision: str = ""  # fp32, bf16, or "mixed" when folds (or a resumed fold) differ
@@ -78,8 +79,9 @@ class LeaderboardRow:
     @property
     def entry(self) -> str:
         """The row's name within its setting: the method, with its non-default knobs and its
-        balancing unless ``fixed``."""
-        return entry_name(self.method, self.variant, self.balancing)
+        balancing (with its non-default knobs) unless ``fixed``."""
+        return entry_name(self.method, self.variant,
+                          balancing_label(self.balancing, self.balancing_knobs))
 
     @property
     def label(self) -> str:
@@ -89,7 +91,9 @@ class LeaderboardRow:
 
 def entry_name(method: str, variant: str = "", balancing: str = DEFAULT_BALANCING) -> str:
     """A method's row name: ``mynet`` or, with knobs away from their defaults,
-    ``mynet [aux_weight=0.5]``, and with a balancing other than ``fixed``, ``mynet · dwa``."""
+    ``mynet [aux_weight=0.5]``, and with a balancing other than ``fixed``, ``mynet · dwa``
+    (``balancing``: the balancing's label, ``mtlbench.identity.balancing_label``, e.g.
+    ``dwa [temperature=3.0]``)."""
     name = f"{method} [{variant}]" if variant else method
     return name if balancing in (DEFAULT_BALANCING, "") else f"{name} · {balancing}"
 
@@ -123,7 +127,8 @@ def rows_from_trials(trials: list[dict], mode: str = "strict",
     for trial in trials:
         key = RowKey(trial["dataset"], trial["protocol_hash"], trial["method"],
                      knobs_tuple(trial.get("knobs") or {}),
-                     trial.get("balancing") or DEFAULT_BALANCING).text
+                     trial.get("balancing") or DEFAULT_BALANCING,
+                     knobs_tuple(trial.get("balancing_knobs") or {})).text
         groups.setdefault(key, []).append(trial)
     rows = [_row(group, mode) for group in groups.values()]
     assign_delta_m(rows, references or {})
@@ -138,6 +143,7 @@ def _row(trials: list[dict], mode: str) -> LeaderboardRow:
                          variant=first.get("variant") or "",
                          knobs=dict(first.get("knobs") or {}),
                          balancing=first.get("balancing") or DEFAULT_BALANCING,
+                         balancing_knobs=dict(first.get("balancing_knobs") or {}),
                          seeds=sorted({t["seed"] for t in trials}), trials=len(trials))
     for column, key, scale in metric_columns(mode):
         values = [(t["seed"], t["metrics"][key]) for t in trials
@@ -248,7 +254,8 @@ def to_records(rows: list[LeaderboardRow], mode: str = "strict") -> list[dict]:
     records = []
     for row in rows:
         rec = {"dataset": row.dataset, "method": row.method, "variant": row.variant,
-               "knobs": row.knobs, "balancing": row.balancing, "protocol": row.protocol,
+               "knobs": row.knobs, "balancing": row.balancing,
+               "balancing_knobs": row.balancing_knobs, "protocol": row.protocol,
                "protocol_hash": row.protocol_hash, "mode": mode, "folds": len(row.folds),
                "params_m": _finite(row.mparams), "gflops": _finite(row.gflops),
                "gmacs": _finite(row.gmacs),

@@ -8,10 +8,10 @@
 
 Every frame carries the identifying columns of its trials (``KEY_COLUMNS``) so frames join on
 ``trial_id`` and group by dataset, protocol, method (with its knobs: ``variant``) and task
-balancing (``balancing``). Metric columns keep the store's names: ``strict.dice``,
-``paper.hd95``, ``cls.acc``, ... in the store's units (fractions for Dice, Jaccard, ACC;
-pixels for HD95, ASD); ``leaderboard()`` is in the tables' display units
-(mtlbench.metric_table). The store is opened read-only
+balancing (``balancing``, with its knobs away from their defaults: ``balancing_variant``).
+Metric columns keep the store's names: ``strict.dice``, ``paper.hd95``, ``cls.acc``, ... in
+the store's units (fractions for Dice, Jaccard, ACC; pixels for HD95, ASD); ``leaderboard()``
+is in the tables' display units (mtlbench.metric_table). The store is opened read-only
 (``Store.read``): nothing is created or changed, a read-only folder works.
 """
 
@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from mtlbench.identity import balancing_label, variant_text
 from mtlbench.report import entry_name, leaderboard, to_records
 from mtlbench.store import Store
 
 #: The columns that identify a trial in every frame.
 KEY_COLUMNS = ["trial_id", "dataset", "protocol", "protocol_hash", "method", "variant",
-               "balancing", "fold", "seed"]
+               "balancing", "balancing_variant", "fold", "seed"]
 
 
 class Results:
@@ -101,16 +102,19 @@ class Results:
         precision."""
         frame = pd.DataFrame(to_records(leaderboard(self.store, mode, references), mode))
         if not frame.empty:
-            frame.insert(2, "entry", [entry_name(m, v or "", b) for m, v, b in
+            frame.insert(2, "entry", [entry_name(m, v or "", balancing_label(b, k or {}))
+                                      for m, v, b, k in
                                       zip(frame["method"], frame["variant"], frame["balancing"],
-                                          strict=True)])
+                                          frame["balancing_knobs"], strict=True)])
         return frame
 
     def _key(self, t: dict) -> dict:
         return {"trial_id": t["trial_id"], "dataset": t["dataset"],
                 "protocol": t["protocol_name"], "protocol_hash": t["protocol_hash"],
                 "method": t["method"], "variant": t.get("variant") or "",
-                "balancing": t.get("balancing") or "fixed", "fold": t["fold"], "seed": t["seed"]}
+                "balancing": t.get("balancing") or "fixed",
+                "balancing_variant": variant_text(t.get("balancing_knobs") or {}, {}),
+                "fold": t["fold"], "seed": t["seed"]}
 
     def _wide(self, table: str, index: list[str]) -> pd.DataFrame:
         """A long store table pivoted to one column per metric, with the trials' keys."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtlbench.balancing import DEFAULT_BALANCING, check_balancing, skips_axis
+from mtlbench.balancing.knobs import resolve_balancing_knobs
 from mtlbench.data.fold import fold_indices, load_arrays, split_notes
 from mtlbench.data.prepare import canonical_dataset_spec, dataset_identity, lookup_dataset
 from mtlbench.executors import Executor, RunEvents
@@ -61,12 +62,15 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
              speed: SpeedOptions | None = None,
              knob_overrides: dict[str, str] | None = None,
              seeds: list[int] | None = None,
-             balancings: list[str] | None = None) -> RunPlan:
+             balancings: list[str] | None = None,
+             balancing_sets: dict[str, dict[str, str]] | None = None) -> RunPlan:
     """Trial specs for every (method, balancing, fold, seed), after the early checks; finished
     ones are skipped.
 
     ``balancings``: the task balancings (mtlbench.balancing; default ``fixed`` alone); a
     method with one task loss skips the axis (its one trial per fold and seed is ``fixed``).
+    ``balancing_sets``: ``--set BALANCING.KNOB=VALUE`` values (balancing -> knob -> value
+    text; mtlbench.balancing.knobs), checked against the run's balancings.
 
     ``knob_overrides``: ``--set`` values of the methods' knobs (mtlbench.knobs); each method
     takes those it has. ``seeds``: the training seeds, replicates of every (method, fold)
@@ -80,6 +84,10 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
                             plugins.methods.owner(name)) for name in methods}
     axis = {m: balancings_of(plugins.methods.get(m), dict(knobs[m][0]), protocol, balancings)
             for m in methods}
+    # A method with one task loss runs ``fixed`` even when --balancing does not name it: the
+    # knobs of a balancing not named are its defaults (none for ``fixed``).
+    balancing_knobs = resolve_balancing_knobs(plugins.balancings,
+                                              balancings or [DEFAULT_BALANCING], balancing_sets)
     warnings = check_precision(protocol, device)
     speed = speed or SpeedOptions()
     check_speed(speed, device, protocol)
@@ -105,7 +113,7 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
     replicas = [dataclasses.replace(protocol, seed=s) for s in seeds]
     specs = [TrialSpec(dataset, m, f, p, str(run_dir), data_root, cache_dir, device,
                        speed, knobs=knobs[m][0], variant=knobs[m][1], data_spec=data_spec,
-                       balancing=b)
+                       balancing=b, balancing_knobs=balancing_knobs.get(b, ()))
              for m in methods for b in axis[m] for f in folds for p in replicas]
     if specs:
         fold_indices(specs[0], arrays)  # computes and saves the split once, or checks it

@@ -33,11 +33,16 @@ from mtlbench.trial import TrialResult
 # (mtlbench.balancing). An older store is migrated when opened (ALTER TABLE ADD COLUMN: its
 # trials get ``fixed``, the only balancing there was); an mtlbench of schema 2, which would
 # show rows of different balancings as one, refuses a version-3 store.
-SCHEMA_VERSION = 3
+# Version 4 adds ``balancing_knobs_json``: the balancing's knob values away from its defaults
+# (the trial key's ``balancing_knobs``; mtlbench.balancing.knobs), '{}' at the defaults and in a
+# migrated store; an mtlbench of schema 3, which would show ``dwa [temperature=3.0]`` and
+# ``dwa`` as one row, refuses a version-4 store.
+SCHEMA_VERSION = 4
 _ADDED_TRIAL_COLUMNS = (("key_version", "INTEGER NOT NULL DEFAULT 1"),
                      ("knobs_json", "TEXT NOT NULL DEFAULT '{}'"),
                      ("variant", "TEXT NOT NULL DEFAULT ''"),
-                     ("balancing", "TEXT NOT NULL DEFAULT 'fixed'"))
+                     ("balancing", "TEXT NOT NULL DEFAULT 'fixed'"),
+                     ("balancing_knobs_json", "TEXT NOT NULL DEFAULT '{}'"))
 STORE_NAME = "mtlbench.sqlite"
 
 _SCHEMA = """
@@ -51,7 +56,8 @@ CREATE TABLE IF NOT EXISTS trials (
     profile_json TEXT, timing_json TEXT, env_json TEXT,
     recorded_at REAL NOT NULL,
     key_version INTEGER NOT NULL DEFAULT 1, knobs_json TEXT NOT NULL DEFAULT '{}',
-    variant TEXT NOT NULL DEFAULT '', balancing TEXT NOT NULL DEFAULT 'fixed'
+    variant TEXT NOT NULL DEFAULT '', balancing TEXT NOT NULL DEFAULT 'fixed',
+    balancing_knobs_json TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS fold_metrics (
     trial_id TEXT NOT NULL REFERENCES trials(trial_id) ON DELETE CASCADE,
@@ -128,7 +134,7 @@ class Store:
             raise
 
     def _migrate(self) -> None:
-        """Add the columns of schemas 2 and 3 to an older store."""
+        """Add the columns of schemas 2, 3 and 4 to an older store."""
         have = {r[1] for r in self._db.execute("PRAGMA table_info(trials)")}
         for name, decl in _ADDED_TRIAL_COLUMNS:
             if name not in have:
@@ -213,15 +219,15 @@ class Store:
                 "INSERT INTO trials (trial_id, dataset, method, fold, seed, protocol_name, "
                 "protocol_hash, protocol_json, status, error, selected_epoch, "
                 "resumed_from_epoch, profile_json, timing_json, env_json, recorded_at, "
-                "key_version, knobs_json, variant, balancing) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "key_version, knobs_json, variant, balancing, balancing_knobs_json) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (result.trial_id, result.dataset, result.method, result.fold, result.seed,
                  result.protocol.get("name", ""), result.protocol_hash,
                  json.dumps(result.protocol, sort_keys=True), result.status, result.error,
                  result.selected_epoch, result.resumed_from_epoch, json.dumps(result.profile),
                  json.dumps(result.timing), json.dumps(result.env), time.time(),
                  result.key_version, json.dumps(result.knobs, sort_keys=True), result.variant,
-                 result.balancing),
+                 result.balancing, json.dumps(result.balancing_knobs, sort_keys=True)),
             )
             db.executemany("INSERT INTO fold_metrics VALUES (?,?,?)",
                            [(result.trial_id, k, _num(v)) for k, v in result.fold_metrics.items()])
@@ -297,7 +303,7 @@ class Store:
             metrics.setdefault(trial_id, {})[metric] = value
         for row in rows:
             for key in ("profile_json", "timing_json", "env_json", "protocol_json",
-                        "knobs_json"):  # knobs_json: absent from a schema-1 store read as is
+                        "knobs_json", "balancing_knobs_json"):  # absent from older stores
                 row[key[:-5]] = json.loads(row.pop(key, None) or "{}")
             row.setdefault("key_version", 1)
             row.setdefault("variant", "")

@@ -32,6 +32,7 @@ from mtlbench.balancing import (
     check_balancing,
     skips_axis,
 )
+from mtlbench.balancing.knobs import balancing_knob_values
 from mtlbench.cards import MethodCard, ModelConfig
 from mtlbench.checkpointing import (
     CheckpointWriter,
@@ -119,7 +120,12 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
     place_model(model, device, channels_last)
     forward = compile_model(model) if spec.speed.compile else model
     loss = build_loss(method, p, knobs).to(device)
-    balancing = build_balancing(plugins, spec.balancing, method, p, knobs, model).to(device)
+    # Every knob of the balancing: its defaults, replaced by the spec's (those away from them).
+    balancing_knobs = balancing_knob_values(plugins.balancings.get(spec.balancing),
+                                            dict(spec.balancing_knobs),
+                                            plugins.balancings.owner(spec.balancing))
+    balancing = build_balancing(plugins, spec.balancing, method, p, knobs, model,
+                                balancing_knobs).to(device)
     optimizer = build_optimizer(model, loss, p, device, extra=list(balancing.parameters()))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, p))
     generator = torch.Generator().manual_seed(p.seed * 1000 + spec.fold)
@@ -186,7 +192,7 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
                 "checkpoints_written": writer.written, "checkpoints_skipped": writer.skipped,
                 **peak_memory(device)},
         env={**environment(spec, plugins, owner), "loss": loss.describe(),
-             "balancing": spec.balancing,
+             "balancing": spec.balancing, "balancing_knobs": balancing_knobs,
              "caveats": loss.caveats(),
              "tasks": sorted(method.tasks), "reference_for": sorted(method.reference_for),
              "references": default_references(plugins.methods.items()),
@@ -199,6 +205,7 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
         gallery=gallery([arrays.ids[i] for i in test_idx], arrays.labels[test_idx],
                         arrays.images[test_idx], arrays.masks[test_idx]),
         knobs=knobs, variant=spec.variant, balancing=spec.balancing,
+        balancing_knobs=dict(spec.balancing_knobs),
     )
 
 
@@ -225,8 +232,9 @@ def build_loss(method: MethodCard, p: Protocol, knobs: dict | None = None) -> Tr
 
 
 def build_balancing(plugins: Plugins, name: str, method: MethodCard, p: Protocol,
-                    knobs: dict, model):
-    """The trial's balancing (``mtlbench.balancing``) for ``model``; TrialFailed names the
+                    knobs: dict, model, balancing_knobs: dict | None = None):
+    """The trial's balancing (``mtlbench.balancing``) for ``model``, with ``balancing_knobs``
+    (its knobs' values; those it does not name at their defaults); TrialFailed names the
     balancing and the method when it cannot apply (a method with one task loss, or
     loss_mode=code with another balancing than ``fixed``)."""
     card = plugins.balancings.get(name)
@@ -241,8 +249,9 @@ def build_balancing(plugins: Plugins, name: str, method: MethodCard, p: Protocol
     shared = None
     if method.shared_parameters is not None:
         shared = frozenset(id(q) for q in method.shared_parameters(model))
-    config = BalancingConfig(tuple(sorted(method.tasks)), p.cls_weight, p.seed, p.epochs, shared)
-    return card.build(config)
+    config = BalancingConfig(tuple(sorted(method.tasks)), p.cls_weight, p.seed, p.epochs, shared,
+                             dict(balancing_knobs or {}))
+    return card.build(card.with_defaults(config))
 
 
 def place_model(model, device: torch.device, channels_last: bool):

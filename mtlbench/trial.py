@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mtlbench.identity import DEFAULT_BALANCING, KEY_VERSION, Knobs, TrialKey
+from mtlbench.identity import DEFAULT_BALANCING, KEY_VERSION, Knobs, TrialKey, balancing_label
 from mtlbench.protocol import Protocol
 
 DEFAULT_CHECKPOINT_EVERY_S = 0.0
@@ -58,6 +58,9 @@ class TrialSpec:
     data_spec: str = ""
     # How the task losses become the update (mtlbench.balancing); ``fixed``: the protocol's loss.
     balancing: str = DEFAULT_BALANCING
+    # The balancing's knob values that differ from its defaults (mtlbench.balancing.knobs),
+    # sorted (name, value) pairs as the trial key holds them; empty at the defaults.
+    balancing_knobs: Knobs = ()
 
     @property
     def seed(self) -> int:
@@ -67,7 +70,7 @@ class TrialSpec:
     @property
     def key(self) -> TrialKey:
         return TrialKey(self.dataset, self.method, self.fold, self.seed, self.protocol.hash,
-                        self.knobs, self.balancing)
+                        self.knobs, self.balancing, self.balancing_knobs)
 
     @property
     def trial_id(self) -> str:
@@ -82,7 +85,7 @@ class TrialSpec:
     def label(self) -> str:
         method = f"{self.method} [{self.variant}]" if self.variant else self.method
         if self.balancing != DEFAULT_BALANCING:
-            method = f"{method} · {self.balancing}"
+            method = f"{method} · {balancing_label(self.balancing, self.balancing_knobs)}"
         seed = "" if self.seed == Protocol.seed else f" · seed {self.seed}"
         return f"{method} · {self.dataset} · fold {self.fold}{seed}"
 
@@ -119,13 +122,16 @@ class TrialResult:
     knobs: dict[str, Any] = field(default_factory=dict)
     variant: str = ""
     balancing: str = DEFAULT_BALANCING
+    # The balancing's knob values away from its defaults, as the trial key holds them (every
+    # knob's value is in ``env["balancing_knobs"]``); results written before have none.
+    balancing_knobs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def failed(cls, spec: TrialSpec, error: str, **extra: Any) -> TrialResult:
         return cls(spec.trial_id, spec.dataset, spec.method, spec.fold, spec.seed,
                    spec.protocol.to_dict(), spec.protocol.hash, "failed", error=error,
                    knobs=dict(spec.knobs), variant=spec.variant, balancing=spec.balancing,
-                   **extra)
+                   balancing_knobs=dict(spec.balancing_knobs), **extra)
 
 
 class TrialFailed(RuntimeError):

@@ -16,6 +16,8 @@ from test_kill import KILLER, TESTS, checkpoints_load, stored
 
 from conftest import install_plugin
 from mtlbench.cli import main
+from mtlbench.report import leaderboard
+from mtlbench.store import Store
 
 PLUGIN = textwrap.dedent('''
     """A method (conftest's tiny model) and a stateful balancing, from outside mtlbench."""
@@ -24,21 +26,22 @@ PLUGIN = textwrap.dedent('''
     from conftest import TinyNet
     from mtlbench.balancing import LOSS, BalancingCard
     from mtlbench.balancing.base import LossWeighting
-    from mtlbench.cards import MethodCard
+    from mtlbench.cards import Knob, MethodCard
     from mtlbench.hookspecs import hookimpl
 
 
     class InverseAverage(LossWeighting):
-        """Weights ∝ 1 / (a running average of each task's loss), summing to 1."""
+        """Weights ∝ 1 / (a running average of each task's loss, knob momentum), summing to 1."""
 
         def __init__(self, config):
             super().__init__()
             self.tasks = config.tasks
+            self.momentum = config.knobs["momentum"]
             self.register_buffer("average", torch.ones(len(self.tasks)))
 
         def combine(self, losses, total):
             stacked = torch.stack([losses[t] for t in self.tasks])
-            self.average.mul_(0.9).add_(0.1 * stacked.detach())
+            self.average.mul_(self.momentum).add_((1 - self.momentum) * stacked.detach())
             w = 1 / self.average
             return (w / w.sum() * stacked).sum()
 
@@ -59,7 +62,10 @@ PLUGIN = textwrap.dedent('''
 
     @hookimpl
     def mtlbench_register_balancings(register):
-        register(BalancingCard("inverse", InverseAverage, LOSS, "inverse running averages"))
+        register(BalancingCard("inverse", InverseAverage, LOSS, "inverse running averages",
+                               knobs=(Knob("momentum", 0.9, "the running average's momentum",
+                                           check=lambda v: None if 0 <= v < 1 else "in [0, 1)"),
+                                      )))
 ''')
 
 RUN = ["run", "--methods", "balnet,balseg", "--balancing", "inverse,dwa,upgrad", "--folds", "0",
@@ -150,3 +156,36 @@ def test_list_balancings_and_plugins_name_them():
     plugins = json.loads(runner.invoke(main, ["plugins", "--json"]).output)
     builtin = next(r for r in plugins if r["name"] == "mtlbench.balancing.builtin")
     assert "fixed" in builtin["balancings"]
+
+
+def test_a_plugin_balancings_knob_is_listed_set_and_stored(tmp_path, monkeypatch):
+    # In this process (CliRunner), the plugin found through its entry point on sys.path.
+    site = install_plugin(tmp_path / "site", "balext", PLUGIN)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("MTLBENCH_LOAD_PLUGINS", "mtlbench,balext")
+    monkeypatch.delitem(sys.modules, "mtlbench_balext", raising=False)
+    runner = CliRunner()
+    listed = runner.invoke(main, ["list", "balancings", "--json"])
+    assert listed.exit_code == 0, listed.output
+    inverse = next(r for r in json.loads(listed.output) if r["name"] == "inverse")
+    assert [(k["name"], k["default"]) for k in inverse["knobs"]] == [("momentum", 0.9)]
+    args = ["run", "--methods", "balnet", "--balancing", "inverse", "--folds", "0", "--set",
+            "epochs=1", "--set", "image_size=32", "--set", "precision=fp32", "--out",
+            str(tmp_path / "run")]
+    refused = runner.invoke(main, [*args, "--set", "inverse.momentum=1"])
+    assert refused.exit_code != 0 and "Traceback" not in refused.output
+    assert "balancing 'inverse' (plugin 'balext') knob momentum: in [0, 1)" in " ".join(
+        refused.output.split())
+    for momentum in ("0.9", "0.5"):  # 0.9: the default, the same trial as without --set
+        done = runner.invoke(main, [*args, "--set", f"inverse.momentum={momentum}"])
+        assert done.exit_code == 0, done.output
+    assert "balnet · inverse [momentum=0.5]" in done.output
+    with Store.read(tmp_path / "run") as store:
+        assert [r.entry for r in leaderboard(store)] == ["balnet · inverse",
+                                                          "balnet · inverse [momentum=0.5]"]
+    with sqlite3.connect(tmp_path / "run" / "mtlbench.sqlite") as db:
+        rows = db.execute("SELECT balancing_knobs_json, env_json FROM trials "
+                          "ORDER BY recorded_at").fetchall()
+    assert [json.loads(k) for k, _ in rows] == [{}, {"momentum": 0.5}]
+    assert [json.loads(e)["balancing_knobs"] for _, e in rows] == [{"momentum": 0.9},
+                                                                  {"momentum": 0.5}]

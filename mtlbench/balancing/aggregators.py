@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -73,32 +72,3 @@ def flat(grads, params, indices) -> torch.Tensor:
     """The gradients of ``params[indices]`` as one float vector (zeros where None)."""
     return torch.cat([(grads[j] if grads[j] is not None else torch.zeros_like(params[j]))
                       .flatten().float() for j in indices])
-
-
-class NashBalancing(JacobianBalancing):
-    """Nash-MTL (Navon et al., "Multi-Task Learning as a Bargaining Game", ICML 2022) through
-    torchjd's stateful ``NashMTL`` (max_norm 1, weights solved every step, 20 solver
-    iterations: torchjd's defaults, the paper's). torchjd keeps its state as numpy values on
-    the weighting; written here: that state as tensors in this module's state_dict, so a
-    ``weights_only`` checkpoint resumes it, and on loading, the solver problem rebuilt from it
-    (torchjd builds it only at its first step)."""
-
-    def __init__(self, config: BalancingConfig) -> None:
-        import torchjd.aggregation as aggregation
-
-        super().__init__(config, lambda: aggregation.NashMTL(n_tasks=len(config.tasks)))
-
-    def get_extra_state(self):
-        w = self.aggregator.weighting
-        return {"step": torch.tensor(float(w.step), dtype=torch.float64),
-                "prvs_alpha": torch.from_numpy(np.asarray(w.prvs_alpha, dtype=np.float64)),
-                "normalization_factor": torch.from_numpy(
-                    np.asarray(w.normalization_factor, dtype=np.float64))}
-
-    def set_extra_state(self, state):
-        w = self.aggregator.weighting
-        w.step = float(state["step"])
-        w.prvs_alpha = state["prvs_alpha"].numpy().astype(np.float32)
-        w.normalization_factor = state["normalization_factor"].numpy()
-        if w.step > 0:
-            w._init_optim_problem()  # what torchjd's own first step does, from prvs_alpha

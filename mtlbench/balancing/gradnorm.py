@@ -17,15 +17,16 @@ class GradNorm(Balancing):
     G_t = w_t·‖∇_W L_t‖ over the shared parameters W (those both task losses reach: the
     paper's last shared layer does not exist for every model here), r_t = L̃_t / mean L̃
     with L̃_t = L_t / L_t(first step), and w's gradient is that of Σ_t |G_t − mean(G)·r_t^α|
-    with the target held constant, α = 1.5: sign(G_t − target_t)·‖∇_W L_t‖ (closed form, so
-    no second-order backward is needed). w is renormalised to sum K before each step."""
+    with the target held constant, α = knob ``alpha`` (the paper's 1.5):
+    sign(G_t − target_t)·‖∇_W L_t‖ (closed form, so no second-order backward is needed). w is
+    renormalised to sum K before each step."""
 
     kind = LOSS
-    alpha = 1.5
 
     def __init__(self, config: BalancingConfig) -> None:
         super().__init__()
         self.tasks = config.tasks
+        self.alpha = float(config.knobs["alpha"])
         k = len(self.tasks)
         self.task_weights = nn.Parameter(torch.ones(k))
         self.register_buffer("initial", torch.ones(k))

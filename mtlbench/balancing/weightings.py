@@ -48,13 +48,13 @@ class DynamicWeightAverage(LossWeighting):
     """Dynamic Weight Average (Liu, Johns & Davison, "End-to-End Multi-Task Learning with
     Attention", CVPR 2019, Eq. 7): w_t = K·exp(r_t/T) / Σ_i exp(r_i/T) with
     r_t = L_t(e−1)/L_t(e−2), the ratio of the task's mean losses of the two previous epochs,
-    T = 2; w_t = 1 for the first two epochs. The loss is Σ_t w_t·L_t."""
-
-    temperature = 2.0
+    T = knob ``temperature`` (the paper's 2); w_t = 1 for the first two epochs. The loss is
+    Σ_t w_t·L_t."""
 
     def __init__(self, config: BalancingConfig) -> None:
         super().__init__()
         self.tasks = config.tasks
+        self.temperature = float(config.knobs["temperature"])
         # The mean losses of the last two epochs (row 0: older), and how many are known.
         self.register_buffer("history", torch.zeros(2, len(self.tasks), dtype=torch.float64))
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))
@@ -118,15 +118,15 @@ class FastAdaptive(LossWeighting):
     NeurIPS 2023, Algorithm 1). Logits ξ (from 0), z = softmax(ξ); each step descends
     Σ_t c·z_t·log L_t with c = (Σ_t z_t/L_t)⁻¹, i.e. weights w_t = c·z_t/L_t on the task
     losses. Then ξ ← ξ − β((diag z − z zᵀ)·δ + γ·ξ), δ_t = log L_t(before) − log L_t(after),
-    β = 0.025, γ = 0.001 (the paper's defaults). The paper evaluates L(after) with an extra
-    forward pass on the same batch; here the next step's losses (the next batch) stand in for
-    it, which needs no extra pass: ξ is updated at the start of each step but the first."""
-
-    lr, decay = 0.025, 0.001
+    β = knob ``lr``, γ = knob ``decay`` (the paper's 0.025 and 0.001). The paper evaluates
+    L(after) with an extra forward pass on the same batch; here the next step's losses (the next
+    batch) stand in for it, which needs no extra pass: ξ is updated at the start of each step
+    but the first."""
 
     def __init__(self, config: BalancingConfig) -> None:
         super().__init__()
         self.tasks = config.tasks
+        self.lr, self.decay = float(config.knobs["lr"]), float(config.knobs["decay"])
         k = len(self.tasks)
         self.register_buffer("logits", torch.zeros(k, dtype=torch.float64))
         self.register_buffer("previous", torch.zeros(k, dtype=torch.float64))  # log L, last step

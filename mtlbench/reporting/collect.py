@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mtlbench.data.prepare import DatasetOptionError, parse_dataset_spec
-from mtlbench.identity import DEFAULT_BALANCING
+from mtlbench.identity import DEFAULT_BALANCING, balancing_label
 from mtlbench.metric_table import BY_COLUMN, METRICS
 from mtlbench.report import LeaderboardRow, entry_name, leaderboard, metric_columns
 from mtlbench.store import Store
@@ -134,7 +134,8 @@ def collect(store: Store, mode: str = "strict", dataset: str | None = None,
         first_seed = {}
         for trial in sorted(mine, key=lambda t: (t["seed"], t["fold"])):
             method = entry_name(trial["method"], trial.get("variant") or "",
-                                trial.get("balancing") or DEFAULT_BALANCING)
+                                balancing_label(trial.get("balancing") or DEFAULT_BALANCING,
+                                                trial.get("balancing_knobs") or {}))
             first = first_seed.setdefault(method, trial["seed"]) == trial["seed"]
             setting.trials.setdefault(method, []).append(trial)
             cases = store.image_metrics(trial["trial_id"])
