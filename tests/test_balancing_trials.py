@@ -93,8 +93,12 @@ def test_interrupted_balanced_trial_resumes_with_its_state(tmp_path, plugins, na
         run_trial(spec, plugins, on_epoch=stop_after_epoch_2)
     saved = torch.load(spec.checkpoint_path, weights_only=True)
     assert "balancing" in saved
+    # Epoch 2's checkpoint is skipped when epoch 1's is still being written (a loaded
+    # machine; mtlbench.checkpointing): the trial then resumes from epoch 1 or 0, and must
+    # still end where the uninterrupted one did.
+    assert 0 <= saved["epoch"] <= 2
     resumed = run_trial(spec, plugins)
-    assert resumed.resumed_from_epoch == 2
+    assert resumed.resumed_from_epoch == saved["epoch"]
     last, before = resumed.curve[3], reference.curve[3]
     assert last["loss_total"] == pytest.approx(before["loss_total"], rel=1e-5)
     for key in before:
