@@ -220,6 +220,12 @@ def _device(name: str) -> str:
               help="An option of the executor, repeatable, e.g. --executor-set gpus=1 "
                    "--executor-set time=120 for slurm.")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep each trial's last checkpoint.")
+@click.option("--keep-models", type=click.Choice(["fp16", "fp32"]), is_flag=False,
+              flag_value="fp16", default=None,
+              help="Keep each finished trial's selected model (weights only, safetensors) in "
+                   "models/ of the run folder, for `mtlbench predict`, `evaluate` and "
+                   "`export`; fp16 (the default of the flag) halves the disk cost, fp32 keeps "
+                   "the weights as trained.")
 @click.option("--checkpoint-every", default=DEFAULT_CHECKPOINT_EVERY_S, show_default=True,
               type=float, metavar="SECONDS",
               help="Start a trial's resumable checkpoint after an epoch only when this many "
@@ -236,7 +242,7 @@ def _device(name: str) -> str:
                    "Speed only: results agree up to float rounding.")
 def run(methods, dataset, protocol_name, sets, pretrained, folds, seeds, balancing, out,
         data_root, device, devices, trials_per_device, executor_name, executor_sets,
-        keep_checkpoints, checkpoint_every, channels_last, compile_) -> None:
+        keep_checkpoints, keep_models, checkpoint_every, channels_last, compile_) -> None:
     """Train and evaluate METHODS on DATASET under one protocol, five folds each.
 
     Finished trials are skipped and an interrupted trial resumes from its last checkpoint, so
@@ -270,7 +276,7 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, seeds, balanci
 
                 plan = plan_run(plugins, names, dataset, protocol, run_dir, _parse_folds(folds),
                                 data_root, None, executor.device, speed, knob_overrides,
-                                seed_list, balancings)
+                                seed_list, balancings, keep_models or "")
             _announce(plan, names, dataset, protocol, run_dir, executor)
             summary = _execute_with_progress(plan, run_dir, plugins, protocol.epochs,
                                              keep_checkpoints, executor)
@@ -718,6 +724,143 @@ def compare_cmd(current, baseline, tolerance, per_metric, metrics, mode, fmt,
         err_console.print(f"[bold red]{len(regressions)} regression(s)[/] beyond the tolerance.")
         sys.exit(1)
     err_console.print(f"No regression in {len(differences)} comparison(s).")
+
+
+def _model_choice(source, method, fold=None, seed=None, pool_seeds=False, balancing=None,
+                  variant=None, trained_on=None):
+    """The kept or exported models that predict/evaluate use (mtlbench.predict)."""
+    from mtlbench.export import load_models
+    from mtlbench.predict import PredictError, select_models
+
+    models = load_models(source)
+    if method is None:
+        methods = sorted({m.method for m in models})
+        if len(methods) > 1:
+            raise PredictError(f"{source} holds models of {', '.join(methods)}; choose one "
+                               "with --method")
+        method = methods[0]
+    return select_models(models, method, fold=fold, seed=seed, pool_seeds=pool_seeds,
+                         balancing=balancing, variant=variant, dataset=trained_on)
+
+
+def _model_options(command):
+    """The options that choose a run's models: one method's fold models of one seed."""
+    options = [
+        click.option("--method", "-m", default=None,
+                     help="The method (needed when the source holds several)."),
+        click.option("--fold", type=int, default=None,
+                     help="Use this fold's model alone (default: the ensemble of all folds)."),
+        click.option("--seed", type=int, default=None,
+                     help="The training seed whose fold models to use (default: the lowest)."),
+        click.option("--pool-seeds", is_flag=True,
+                     help="Average the fold models of every training seed."),
+        click.option("--balancing", default=None, help="The task balancing (default: fixed)."),
+        click.option("--variant", default=None,
+                     help="The method's knobs as its row names them, e.g. lossnet_weight=0.5."),
+        click.option("--trained-on", default=None,
+                     help="The training dataset, where the source holds models of several."),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@main.command(name="predict")
+@click.argument("source", type=click.Path())
+@click.argument("images", nargs=-1, type=click.Path())
+@_model_options
+@click.option("--dataset", "-d", default=None,
+              help="Predict the images of a registered dataset instead of files.")
+@click.option("--data-root", default=None, type=click.Path(), help="That dataset's folder.")
+@click.option("--to", "to", required=True, type=click.Path(),
+              help="Output folder: masks/<name>.png and predictions.csv.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+def predict_cmd(source, images, method, fold, seed, pool_seeds, balancing, variant,
+                trained_on, device, dataset, data_root, to, batch_size) -> None:
+    """Predict IMAGES (files or folders) with SOURCE's models (a run folder kept with
+    --keep-models, or a file of `mtlbench export`).
+
+    Writes each image's tumour mask as a PNG at the image's own size and a CSV with the class
+    probabilities (prob_malignant: the malignancy probability). By default the fold models
+    are an ensemble: their probabilities are averaged, then thresholded. Exit status 1 when an
+    image could not be read (the others are predicted).
+    """
+    from mtlbench.fold_models import ModelFileError
+    from mtlbench.predict import (
+        Ensemble,
+        ImageSource,
+        PredictError,
+        describe,
+        image_files,
+        predict_images,
+    )
+
+    loaded = _plugins()
+    try:
+        models = _model_choice(source, method, fold, seed, pool_seeds, balancing, variant,
+                               trained_on)
+        if dataset:
+            card, options = lookup_dataset(loaded.datasets, dataset)
+            with reading(card, resolve_root(card, data_root)):
+                cases = card.load(resolve_root(card, data_root), **options)
+            sources = [ImageSource(c.id, pixels=c.image) for c in cases]
+            sources += image_files(images)
+        elif images:
+            sources = image_files(images)
+        else:
+            raise PredictError("give images to predict: files, folders, or --dataset NAME")
+        ensemble = Ensemble(loaded, models, _device(device))
+    except (*USER_ERRORS, PredictError, ModelFileError) as exc:
+        _fail(str(exc))
+    console.print(f"Predicting {len(sources)} image(s) with {escape(describe(models))}.")
+    failed = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:
+        bar = progress.add_task("images", total=len(sources))
+
+        def done(image, error):
+            if error:
+                failed.append(error)
+                progress.console.print(f"[red]skipped:[/] {escape(error)}")
+            progress.advance(bar)
+
+        frame = predict_images(ensemble, sources, Path(to), batch_size, done)
+    console.print(f"Wrote {len(frame) - len(failed)} prediction(s) to {Path(to)} "
+                  f"(predictions.csv, masks/).")
+    if failed:
+        err_console.print(f"[bold red]{len(failed)} image(s) could not be read[/]; their rows "
+                          "in predictions.csv say why. Replace or remove them and predict "
+                          "them again.")
+        sys.exit(1)
+
+
+@main.command(name="export")
+@click.argument("run", type=click.Path())
+@click.option("--methods", "-m", default=None,
+              help="Comma list of methods (default: every method with kept models).")
+@click.option("--balancing", default=None, help="The task balancing (default: fixed).")
+@click.option("--to", "to", required=True, type=click.Path(),
+              help="Folder for the files, one per method (METHOD.mtlbench.safetensors).")
+def export_cmd(run, methods, balancing, to) -> None:
+    """Export RUN's kept fold models, one file per method with all its folds and seeds and
+    everything `mtlbench predict` needs; another machine needs mtlbench and the method's
+    plugin."""
+    from mtlbench.export import export_file_name, export_models
+    from mtlbench.fold_models import ModelFileError, kept_models
+    from mtlbench.predict import PredictError, select_models
+
+    try:
+        models = kept_models(run)
+        names = methods.split(",") if methods else sorted({m.method for m in models})
+        chosen = [select_models(models, name.strip(), pool_seeds=True, balancing=balancing)
+                  for name in names]
+    except (PredictError, ModelFileError) as exc:
+        _fail(str(exc))
+    for group in chosen:
+        path = export_models(group, Path(to) / export_file_name(group[0]))
+        console.print(f"{group[0].method}: {len(group)} fold model(s) → {path} "
+                      f"({path.stat().st_size / 2**20:.1f} MiB)")
 
 
 @main.group(name="data")

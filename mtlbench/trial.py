@@ -58,6 +58,9 @@ class TrialSpec:
     data_spec: str = ""
     # How the task losses become the update (mtlbench.balancing); ``fixed``: the protocol's loss.
     balancing: str = DEFAULT_BALANCING
+    # Keep the selected model when the trial finishes (mtlbench.fold_models): "fp16" or
+    # "fp32", the precision its weights are kept in; "": not kept. Not part of the trial id.
+    keep_model: str = ""
 
     @property
     def seed(self) -> int:
