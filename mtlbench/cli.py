@@ -800,6 +800,7 @@ def predict_cmd(source, images, method, fold, seed, pool_seeds, balancing, varia
     try:
         models = _model_choice(source, method, fold, seed, pool_seeds, balancing, variant,
                                trained_on)
+        ensemble = Ensemble(loaded, models, _device(device))
         if dataset:
             card, options = lookup_dataset(loaded.datasets, dataset)
             with reading(card, resolve_root(card, data_root)):
@@ -810,7 +811,6 @@ def predict_cmd(source, images, method, fold, seed, pool_seeds, balancing, varia
             sources = image_files(images)
         else:
             raise PredictError("give images to predict: files, folders, or --dataset NAME")
-        ensemble = Ensemble(loaded, models, _device(device))
     except (*USER_ERRORS, PredictError, ModelFileError) as exc:
         _fail(str(exc))
     console.print(f"Predicting {len(sources)} image(s) with {escape(describe(models))}.")
