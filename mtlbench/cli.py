@@ -794,6 +794,7 @@ def predict_cmd(source, images, method, fold, seed, pool_seeds, balancing, varia
         describe,
         image_files,
         predict_images,
+        unique_names,
     )
 
     loaded = _plugins()
@@ -805,8 +806,8 @@ def predict_cmd(source, images, method, fold, seed, pool_seeds, balancing, varia
             card, options = lookup_dataset(loaded.datasets, dataset)
             with reading(card, resolve_root(card, data_root)):
                 cases = card.load(resolve_root(card, data_root), **options)
-            sources = [ImageSource(c.id, pixels=c.image) for c in cases]
-            sources += image_files(images)
+            sources = unique_names([ImageSource(c.id, pixels=c.image) for c in cases]
+                                   + image_files(images))
         elif images:
             sources = image_files(images)
         else:
@@ -839,28 +840,103 @@ def predict_cmd(source, images, method, fold, seed, pool_seeds, balancing, varia
 @click.argument("run", type=click.Path())
 @click.option("--methods", "-m", default=None,
               help="Comma list of methods (default: every method with kept models).")
-@click.option("--balancing", default=None, help="The task balancing (default: fixed).")
+@click.option("--balancing", default=None, help="Only this task balancing (default: all).")
 @click.option("--to", "to", required=True, type=click.Path(),
               help="Folder for the files, one per method (METHOD.mtlbench.safetensors).")
 def export_cmd(run, methods, balancing, to) -> None:
-    """Export RUN's kept fold models, one file per method with all its folds and seeds and
-    everything `mtlbench predict` needs; another machine needs mtlbench and the method's
-    plugin."""
-    from mtlbench.export import export_file_name, export_models
+    """Export RUN's kept fold models, one file per method (per knob variant and balancing)
+    with all its folds and seeds and everything `mtlbench predict` needs; another machine
+    needs mtlbench and the method's plugin."""
+    from mtlbench.export import export_groups, export_models
     from mtlbench.fold_models import ModelFileError, kept_models
-    from mtlbench.predict import PredictError, select_models
+    from mtlbench.predict import PredictError
 
     try:
-        models = kept_models(run)
-        names = methods.split(",") if methods else sorted({m.method for m in models})
-        chosen = [select_models(models, name.strip(), pool_seeds=True, balancing=balancing)
-                  for name in names]
+        groups = export_groups(kept_models(run), methods.split(",") if methods else None,
+                               balancing)
     except (PredictError, ModelFileError) as exc:
         _fail(str(exc))
-    for group in chosen:
-        path = export_models(group, Path(to) / export_file_name(group[0]))
+    for name, group in groups.items():
+        path = export_models(group, Path(to) / name)
         console.print(f"{group[0].method}: {len(group)} fold model(s) → {path} "
                       f"({path.stat().st_size / 2**20:.1f} MiB)")
+
+
+@main.command(name="evaluate")
+@click.argument("run", type=click.Path())
+@click.option("--dataset", "-d", required=True,
+              help="The external test dataset (NAME or NAME:key=value,...): all its cases.")
+@click.option("--data-root", default=None, type=click.Path(), help="That dataset's folder.")
+@click.option("--methods", "-m", default=None,
+              help="Comma list of methods (default: every method with kept models).")
+@click.option("--balancing", default=None, help="Only this task balancing (default: all).")
+@click.option("--train-data-root", default=None, type=click.Path(),
+              help="The training dataset's folder, to find its near duplicates in the test "
+                   "set (default: where `mtlbench run` looks).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+def evaluate_cmd(run, dataset, data_root, methods, balancing, train_data_root, device) -> None:
+    """Test RUN's kept fold models on another dataset, without training: each fold model and
+    their ensemble, both metric modes, stored in RUN's store beside the cross-validation
+    ("METHOD → B" rows in `mtlbench leaderboard`, the report and the results API).
+
+    Refused: the training dataset itself (its cases trained the fold models) and a dataset
+    whose classes differ by name. Near duplicates of training images are reported.
+    """
+    from mtlbench.external_eval import EvaluationError, evaluate_external
+    from mtlbench.fold_models import ModelFileError, kept_models
+    from mtlbench.predict import PredictError
+
+    loaded = _plugins()
+    run_dir = Path(run)
+    try:
+        models = kept_models(run_dir)
+        wanted = {m.strip() for m in methods.split(",")} if methods else None
+        groups: dict[tuple, list] = {}
+        for model in models:
+            if (wanted is None or model.method in wanted) and \
+                    balancing in (None, model.balancing):
+                groups.setdefault((*model.group_key, model.seed), []).append(model)
+        if not groups:
+            raise PredictError(f"no kept models of {methods or 'any method'} in {run_dir}")
+        with run_lock(run_dir), Store.in_run_dir(run_dir) as store:
+            trained = {t["trial_id"]: t for t in store.trials()}
+            for group in groups.values():
+                group.sort(key=lambda m: m.fold)
+                with console.status(f"Evaluating {group[0].method} on {dataset}…"):
+                    evaluation = evaluate_external(loaded, group, dataset, data_root,
+                                                   train_data_root, trained, _device(device))
+                for result in evaluation.results:
+                    store.record(result)
+                _show_evaluation(group, evaluation)
+            write_leaderboard(store, run_dir)
+    except (*USER_ERRORS, PredictError, ModelFileError, EvaluationError) as exc:
+        _fail(str(exc))
+    console.print(f"Stored in {run_dir / STORE_NAME}; `mtlbench leaderboard --out {run_dir}` "
+                  "shows them beside the cross-validation.")
+
+
+def _show_evaluation(models, evaluation) -> None:
+    """The scores of each fold model and of the ensemble, and the evaluation's notes."""
+    columns = (("Dice", "strict.dice"), ("HD95", "strict.hd95"), ("ACC", "cls.acc"),
+               ("AUC", "cls.auc"))
+    table = Table(title=f"{models[0].method} (trained on {models[0].meta['dataset']}) → "
+                        f"{evaluation.test_dataset}")
+    table.add_column("model")
+    for name, _ in columns:
+        table.add_column(name)
+    for result in evaluation.results:
+        label = "ensemble" if result.fold < 0 else f"fold {result.fold}"
+        table.add_row(label, *(_percent(result.fold_metrics.get(key), name != "HD95")
+                               for name, key in columns))
+    console.print(table)
+    for note in evaluation.notes:
+        err_console.print(f"[yellow]warning:[/] {escape(note)}")
+
+
+def _percent(value, scaled: bool) -> str:
+    if value is None:
+        return "–"
+    return f"{value * 100:.2f}" if scaled else f"{value:.2f}"
 
 
 @main.group(name="data")
@@ -910,10 +986,15 @@ def data_check(dataset, data_root, as_json) -> None:
               help="The dataset's folder (default: $MTLBENCH_DATA/<dataset>).")
 @click.option("--threshold", default=0.97, show_default=True,
               help="Thumbnail correlation from which two images count as near duplicates.")
+@click.option("--against", default=None, metavar="DATASET",
+              help="Instead: the images of DATASET that are near duplicates of this one's "
+                   "(e.g. a test set against a training set; public BUS sets share scans).")
+@click.option("--against-root", default=None, type=click.Path(),
+              help="The folder of the --against dataset.")
 @click.option("--json", "as_json", is_flag=True)
-def data_audit(dataset, data_root, threshold, as_json) -> None:
+def data_audit(dataset, data_root, threshold, against, against_root, as_json) -> None:
     """Exact and near-duplicate images, within and across classes, and label conflicts."""
-    from mtlbench.data.audit import audit_cases
+    from mtlbench.data.audit import audit_cases, cross_duplicates
 
     loaded = _plugins()
     try:
@@ -921,8 +1002,27 @@ def data_audit(dataset, data_root, threshold, as_json) -> None:
         root = resolve_root(card, data_root)
         with reading(card, root):
             cases = card.load(root, **options)
+        if against:
+            other, other_options = lookup_dataset(loaded.datasets, against)
+            other_root = resolve_root(other, against_root)
+            with reading(other, other_root):
+                others = other.load(other_root, **other_options)
     except USER_ERRORS as exc:
         _fail(str(exc))
+    if against:
+        pairs = cross_duplicates([c.id for c in others], [c.image for c in others],
+                                 [c.id for c in cases], [c.image for c in cases], threshold)
+        if as_json:
+            click.echo(json.dumps({"dataset": dataset, "against": against,
+                                   "threshold": threshold, "pairs": pairs}, indent=1))
+            return
+        console.print(f"[bold]{against}[/] against [bold]{dataset}[/]: "
+                      f"{len({a for a, _, _ in pairs})} of {len(others)} image(s) are near "
+                      f"duplicates of {dataset}'s {len(cases)} (thumbnail correlation ≥ "
+                      f"{threshold}; {len(pairs)} pair(s)).")
+        for a, b, corr in pairs:
+            console.print(f"{escape(a)} ~ {escape(b)}, r = {corr:.4f}")
+        return
     report = audit_cases(cases, threshold)
     labels = {c.id: c.label for c in cases}
     classes = card.class_names(options)

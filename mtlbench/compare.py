@@ -206,7 +206,9 @@ def row_key(record: dict) -> tuple[str, str, str]:
     non-default knobs (``variant``; records written before knobs existed have none) and its
     balancing (records written before balancings have none: ``fixed``)."""
     return (record["dataset"], entry_name(record["method"], record.get("variant") or "",
-                                          record.get("balancing") or "fixed"),
+                                          record.get("balancing") or "fixed",
+                                          record.get("test_dataset") or "",
+                                          bool(record.get("ensemble"))),
             record["protocol_hash"])
 
 

@@ -29,8 +29,8 @@ SUFFIX = ".mtlbench.safetensors"
 
 
 def export_file_name(model: FoldModel) -> str:
-    """``cunet.mtlbench.safetensors``; with knobs or a balancing away from their defaults
-    (``cunet-dwa``, ``acsnet-lossnet_weight=0.5``) the name says so."""
+    """``mynet.mtlbench.safetensors``; with knobs or a balancing away from their defaults
+    (``mynet-dwa``, ``mynet-width=16``) the name says so."""
     meta = model.meta
     parts = [meta["method"]]
     if meta.get("variant"):
@@ -38,6 +38,34 @@ def export_file_name(model: FoldModel) -> str:
     if model.balancing != "fixed":
         parts.append(model.balancing)
     return "-".join(parts) + SUFFIX
+
+
+def export_groups(models: list[FoldModel], methods: list[str] | None = None,
+                  balancing: str | None = None) -> dict[str, list[FoldModel]]:
+    """File name -> the models it holds: one file per setting (method with its knobs and
+    balancing, every fold and seed), named by ``export_file_name`` (and the training dataset
+    where one run folder holds several). PredictError for a method without kept models."""
+    from mtlbench.predict import PredictError
+
+    wanted = [m.strip() for m in methods] if methods else sorted({m.method for m in models})
+    missing = [m for m in wanted if m not in {k.method for k in models}]
+    if missing:
+        raise PredictError(f"no kept model of {', '.join(missing)}; kept: "
+                           f"{', '.join(sorted({m.method for m in models}))}")
+    settings: dict[tuple, list[FoldModel]] = {}
+    for model in models:
+        if model.method in wanted and balancing in (None, model.balancing):
+            settings.setdefault(model.group_key, []).append(model)
+    if not settings:
+        raise PredictError(f"no kept model of {', '.join(wanted)} with balancing {balancing!r}")
+    names: dict[str, list[FoldModel]] = {}
+    several = len({key[0] for key in settings}) > 1
+    for group in settings.values():
+        name = export_file_name(group[0])
+        if several:
+            name = group[0].meta["dataset"].replace(":", "_").replace("/", "_") + "-" + name
+        names[name] = sorted(group, key=lambda m: (m.seed, m.fold))
+    return names
 
 
 def export_models(models: list[FoldModel], path: Path) -> Path:

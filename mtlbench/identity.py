@@ -17,6 +17,11 @@ The task balancing (``balancing``, issue 20: how the task losses are combined in
 update; ``mtlbench.balancing``) is such a field: its default ``fixed`` (the protocol's own
 loss) is left out of the hashed form, so trials from before balancings keep their ids.
 
+An evaluation on an external test dataset (issue 21: ``mtlbench evaluate``) is the trained
+trial's key plus ``test_dataset``, the test set's identity; its default "" (the trial's own
+test fold) is left out of the hashed form, so every trial id from before stays. The ensemble
+of a run's fold models is keyed with ``fold`` ``ENSEMBLE_FOLD`` (-1: all folds).
+
 A leaderboard row is a trial key without its replicates (the fold today; the seed too once
 seeds are replicates): ``RowKey``. Its ``variant`` names the knobs that differ from the
 method's defaults under the protocol, so tables can say "mynet [aux_weight=0.5]" beside
@@ -34,6 +39,9 @@ KEY_VERSION = 2
 
 #: The balancing of a key that names none (mtlbench.balancing.DEFAULT_BALANCING).
 DEFAULT_BALANCING = "fixed"
+
+#: The fold of an evaluation by the ensemble of every fold's model.
+ENSEMBLE_FOLD = -1
 
 Knobs = tuple[tuple[str, Any], ...]
 
@@ -54,14 +62,18 @@ class RowKey:
     method: str
     knobs: Knobs = ()
     balancing: str = DEFAULT_BALANCING
+    test_dataset: str = ""  # "": cross-validation on ``dataset``; else an external test set
+    ensemble: bool = False  # an external test by the ensemble of the fold models
 
     @property
     def text(self) -> str:
         """A stable string of the key (for matching rows of two leaderboards); the default
-        balancing is left out, so rows from before balancings match."""
+        balancing and test set are left out, so rows from before them match."""
         key = [self.dataset, self.protocol_hash, self.method, dict(self.knobs)]
         if self.balancing != DEFAULT_BALANCING:
             key.append(self.balancing)
+        if self.test_dataset:
+            key.append({"test": self.test_dataset, "ensemble": self.ensemble})
         return json.dumps(key, sort_keys=True, default=str)
 
 
@@ -76,6 +88,7 @@ class TrialKey:
     protocol_hash: str
     knobs: Knobs = ()
     balancing: str = DEFAULT_BALANCING
+    test_dataset: str = ""
 
     def fields(self) -> dict[str, Any]:
         """The hashed form. A field added later joins it only away from its default."""
@@ -84,6 +97,8 @@ class TrialKey:
                   "knobs": dict(self.knobs)}
         if self.balancing != DEFAULT_BALANCING:
             fields["balancing"] = self.balancing
+        if self.test_dataset:
+            fields["test_dataset"] = self.test_dataset
         return fields
 
     @property
@@ -92,7 +107,8 @@ class TrialKey:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def row(self) -> RowKey:
-        return RowKey(self.dataset, self.protocol_hash, self.method, self.knobs, self.balancing)
+        return RowKey(self.dataset, self.protocol_hash, self.method, self.knobs, self.balancing,
+                      self.test_dataset, self.fold == ENSEMBLE_FOLD)
 
 
 def variant_text(knobs: dict[str, Any], defaults: dict[str, Any]) -> str:

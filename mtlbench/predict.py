@@ -82,9 +82,12 @@ def image_files(inputs: Iterable[str | Path]) -> list[ImageSource]:
 
 
 def unique_names(sources: list[ImageSource]) -> list[ImageSource]:
-    """Sources whose names repeat get ``~2``, ``~3``, ... so that no output overwrites another."""
+    """Sources whose names repeat get ``~2``, ``~3``, ... so that no output overwrites another;
+    a name's parts that could lead out of the output folder (``..``, absolute) become ``_``."""
     seen: dict[str, int] = {}
     for source in sources:
+        parts = [p if p not in ("", ".", "..") else "_" for p in source.name.split("/")]
+        source.name = "/".join(parts)
         count = seen.get(source.name, 0) + 1
         seen[source.name] = count
         if count > 1:
@@ -145,6 +148,8 @@ def select_models(models: list[FoldModel], method: str, *, fold: int | None = No
 class Ensemble:
     """Fold models of one setting, rebuilt; ``probabilities`` averages them."""
 
+    chunk = 32  # images per forward pass
+
     def __init__(self, plugins, models: list[FoldModel], device: str = "cpu") -> None:
         if not models:
             raise PredictError("no models to predict with")
@@ -178,6 +183,14 @@ class Ensemble:
         """Mean tumour probability maps (N, S, S) and class probabilities (N, K) over the
         models (None for a task the method lacks), of uint8 gray images (N, S, S) at the
         protocol size; with ``each``, lists of every model's instead of the means."""
+        if len(images) > self.chunk:
+            parts = [self.probabilities(images[i:i + self.chunk], each=True)
+                     for i in range(0, len(images), self.chunk)]
+            segs = [np.concatenate(m) for m in zip(*[s for s, _ in parts], strict=True)] \
+                if parts[0][0] is not None else []
+            clss = [np.concatenate(m) for m in zip(*[c for _, c in parts], strict=True)] \
+                if parts[0][1] is not None else []
+            return self._combine(segs, clss, each)
         channels = images[:, None]
         features = self.card.image_features
         if features is not None:
@@ -192,6 +205,10 @@ class Ensemble:
                 segs.append(torch.sigmoid(outputs["seg"].float())[:, 0].cpu().numpy())
             if "cls" in outputs:
                 clss.append(torch.softmax(outputs["cls"].float(), 1).cpu().numpy())
+        return self._combine(segs, clss, each)
+
+    @staticmethod
+    def _combine(segs: list, clss: list, each: bool):
         if each:
             return segs or None, clss or None
         return (np.mean(segs, 0) if segs else None), (np.mean(clss, 0) if clss else None)

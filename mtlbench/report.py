@@ -55,6 +55,11 @@ class LeaderboardRow:
     references: dict[str, str] = field(default_factory=dict)  # task -> default Δm reference
     delta_m: float | None = None  # the multi-task gain in % (mtlbench.multitask_gain)
     delta_m_missing: tuple[str, ...] = ()  # multi-task rows: tasks whose reference is absent
+    # Trained on ``dataset``, tested on this other dataset (mtlbench.external_eval): each fold
+    # model alone (mean ± std over them), or their ensemble (``ensemble``); "": the
+    # cross-validation on ``dataset`` itself.
+    test_dataset: str = ""
+    ensemble: bool = False
 
     @property
     def multitask(self) -> bool:
@@ -79,7 +84,8 @@ class LeaderboardRow:
     def entry(self) -> str:
         """The row's name within its setting: the method, with its non-default knobs and its
         balancing unless ``fixed``."""
-        return entry_name(self.method, self.variant, self.balancing)
+        return entry_name(self.method, self.variant, self.balancing, self.test_dataset,
+                          self.ensemble)
 
     @property
     def label(self) -> str:
@@ -87,11 +93,18 @@ class LeaderboardRow:
         return f"{self.entry} †" if self.caveats else self.entry
 
 
-def entry_name(method: str, variant: str = "", balancing: str = DEFAULT_BALANCING) -> str:
+def entry_name(method: str, variant: str = "", balancing: str = DEFAULT_BALANCING,
+               test_dataset: str = "", ensemble: bool = False) -> str:
     """A method's row name: ``mynet`` or, with knobs away from their defaults,
-    ``mynet [aux_weight=0.5]``, and with a balancing other than ``fixed``, ``mynet · dwa``."""
+    ``mynet [aux_weight=0.5]``, and with a balancing other than ``fixed``, ``mynet · dwa``;
+    tested on another dataset, ``mynet → bus`` (each fold model) or ``mynet → bus
+    (ensemble)``."""
     name = f"{method} [{variant}]" if variant else method
-    return name if balancing in (DEFAULT_BALANCING, "") else f"{name} · {balancing}"
+    if balancing not in (DEFAULT_BALANCING, ""):
+        name = f"{name} · {balancing}"
+    if test_dataset:
+        name = f"{name} → {test_dataset}" + (" (ensemble)" if ensemble else "")
+    return name
 
 
 def caveat_notes(rows: list[LeaderboardRow]) -> list[str]:
@@ -123,7 +136,8 @@ def rows_from_trials(trials: list[dict], mode: str = "strict",
     for trial in trials:
         key = RowKey(trial["dataset"], trial["protocol_hash"], trial["method"],
                      knobs_tuple(trial.get("knobs") or {}),
-                     trial.get("balancing") or DEFAULT_BALANCING).text
+                     trial.get("balancing") or DEFAULT_BALANCING,
+                     trial.get("test_dataset") or "", trial["fold"] < 0).text
         groups.setdefault(key, []).append(trial)
     rows = [_row(group, mode) for group in groups.values()]
     assign_delta_m(rows, references or {})
@@ -138,7 +152,9 @@ def _row(trials: list[dict], mode: str) -> LeaderboardRow:
                          variant=first.get("variant") or "",
                          knobs=dict(first.get("knobs") or {}),
                          balancing=first.get("balancing") or DEFAULT_BALANCING,
-                         seeds=sorted({t["seed"] for t in trials}), trials=len(trials))
+                         seeds=sorted({t["seed"] for t in trials}), trials=len(trials),
+                         test_dataset=first.get("test_dataset") or "",
+                         ensemble=first["fold"] < 0)
     for column, key, scale in metric_columns(mode):
         values = [(t["seed"], t["metrics"][key]) for t in trials
                   if t["metrics"].get(key) is not None]
@@ -183,9 +199,10 @@ def assign_delta_m(rows: list[LeaderboardRow], references: dict[str, str]) -> No
     by what the trials recorded (mtlbench.multitask_gain)."""
     for group in group_by_setting(rows).values():
         plain = {row.method: row for row in group
-                 if not row.variant and row.balancing == DEFAULT_BALANCING}
+                 if not row.variant and row.balancing == DEFAULT_BALANCING
+                 and not row.test_dataset}
         for row in group:
-            if not row.multitask:
+            if not row.multitask or row.test_dataset:  # Δm: of the cross-validation only
                 continue
             reference_means, missing = {}, []
             for task in TASKS:
@@ -255,7 +272,8 @@ def to_records(rows: list[LeaderboardRow], mode: str = "strict") -> list[dict]:
                "pretrained": row.pretrained, "checkpoint": row.checkpoint, "split": row.split,
                "loss": row.loss, "precision": row.precision, "seeds": len(row.seeds),
                "seed_list": list(row.seeds), "trials": row.trials,
-               "delta_m": _finite(row.delta_m)}
+               "delta_m": _finite(row.delta_m), "test_dataset": row.test_dataset,
+               "ensemble": row.ensemble}
         for column, _, _ in metric_columns(mode):
             mean, std = row.metrics.get(column, (None, None))
             rec[f"{column.lower()}_mean"] = _finite(mean)

@@ -8,7 +8,9 @@
 
 Every frame carries the identifying columns of its trials (``KEY_COLUMNS``) so frames join on
 ``trial_id`` and group by dataset, protocol, method (with its knobs: ``variant``) and task
-balancing (``balancing``). Metric columns keep the store's names: ``strict.dice``,
+balancing (``balancing``); ``test_dataset`` is "" for the cross-validation and names the
+external test set of `mtlbench evaluate`'s results (``fold`` -1: the fold models' ensemble).
+Metric columns keep the store's names: ``strict.dice``,
 ``paper.hd95``, ``cls.acc``, ... in the store's units (fractions for Dice, Jaccard, ACC;
 pixels for HD95, ASD); ``leaderboard()`` is in the tables' display units
 (mtlbench.metric_table). The store is opened read-only
@@ -26,7 +28,7 @@ from mtlbench.store import Store
 
 #: The columns that identify a trial in every frame.
 KEY_COLUMNS = ["trial_id", "dataset", "protocol", "protocol_hash", "method", "variant",
-               "balancing", "fold", "seed"]
+               "balancing", "fold", "seed", "test_dataset"]
 
 
 class Results:
@@ -101,8 +103,9 @@ class Results:
         precision."""
         frame = pd.DataFrame(to_records(leaderboard(self.store, mode, references), mode))
         if not frame.empty:
-            frame.insert(2, "entry", [entry_name(m, v or "", b) for m, v, b in
+            frame.insert(2, "entry", [entry_name(m, v or "", b, t, e) for m, v, b, t, e in
                                       zip(frame["method"], frame["variant"], frame["balancing"],
+                                          frame["test_dataset"], frame["ensemble"],
                                           strict=True)])
         return frame
 
@@ -110,7 +113,8 @@ class Results:
         return {"trial_id": t["trial_id"], "dataset": t["dataset"],
                 "protocol": t["protocol_name"], "protocol_hash": t["protocol_hash"],
                 "method": t["method"], "variant": t.get("variant") or "",
-                "balancing": t.get("balancing") or "fixed", "fold": t["fold"], "seed": t["seed"]}
+                "balancing": t.get("balancing") or "fixed", "fold": t["fold"], "seed": t["seed"],
+                "test_dataset": t.get("test_dataset") or ""}
 
     def _wide(self, table: str, index: list[str]) -> pd.DataFrame:
         """A long store table pivoted to one column per metric, with the trials' keys."""
@@ -119,8 +123,10 @@ class Results:
                                  if t["status"] == "finished"], columns=KEY_COLUMNS)
         if long.empty:
             return finished.iloc[0:0].reindex(columns=[*KEY_COLUMNS, *index[1:]])
-        wide = long.pivot_table(index=index, columns="metric", values="value",
-                                aggfunc="first", dropna=False).reset_index()
+        # unstack, not pivot_table(dropna=False): that crosses every trial with every case id
+        # of the store (rows of NaN for the other folds' images); the store's primary keys
+        # make (index, metric) unique.
+        wide = long.set_index([*index, "metric"])["value"].unstack("metric").reset_index()
         wide.columns.name = None
         return finished.merge(wide, on="trial_id", how="inner")
 

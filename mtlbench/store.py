@@ -33,11 +33,17 @@ from mtlbench.trial import TrialResult
 # (mtlbench.balancing). An older store is migrated when opened (ALTER TABLE ADD COLUMN: its
 # trials get ``fixed``, the only balancing there was); an mtlbench of schema 2, which would
 # show rows of different balancings as one, refuses a version-3 store.
-SCHEMA_VERSION = 3
+# Version 4 (issue 21) adds ``test_dataset`` to ``trials``: "" for a trial scored on its own
+# test fold, else the external dataset a run's kept model (or, with fold -1, the ensemble of
+# its fold models) was evaluated on (``mtlbench evaluate``). Older stores are migrated when
+# opened (their trials get ""); an mtlbench of schema 3, which would show external results
+# as cross-validation, refuses a version-4 store.
+SCHEMA_VERSION = 4
 _ADDED_TRIAL_COLUMNS = (("key_version", "INTEGER NOT NULL DEFAULT 1"),
                      ("knobs_json", "TEXT NOT NULL DEFAULT '{}'"),
                      ("variant", "TEXT NOT NULL DEFAULT ''"),
-                     ("balancing", "TEXT NOT NULL DEFAULT 'fixed'"))
+                     ("balancing", "TEXT NOT NULL DEFAULT 'fixed'"),
+                     ("test_dataset", "TEXT NOT NULL DEFAULT ''"))
 STORE_NAME = "mtlbench.sqlite"
 
 _SCHEMA = """
@@ -51,7 +57,8 @@ CREATE TABLE IF NOT EXISTS trials (
     profile_json TEXT, timing_json TEXT, env_json TEXT,
     recorded_at REAL NOT NULL,
     key_version INTEGER NOT NULL DEFAULT 1, knobs_json TEXT NOT NULL DEFAULT '{}',
-    variant TEXT NOT NULL DEFAULT '', balancing TEXT NOT NULL DEFAULT 'fixed'
+    variant TEXT NOT NULL DEFAULT '', balancing TEXT NOT NULL DEFAULT 'fixed',
+    test_dataset TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS fold_metrics (
     trial_id TEXT NOT NULL REFERENCES trials(trial_id) ON DELETE CASCADE,
@@ -128,7 +135,7 @@ class Store:
             raise
 
     def _migrate(self) -> None:
-        """Add the columns of schemas 2 and 3 to an older store."""
+        """Add the columns of schemas 2, 3 and 4 to an older store."""
         have = {r[1] for r in self._db.execute("PRAGMA table_info(trials)")}
         for name, decl in _ADDED_TRIAL_COLUMNS:
             if name not in have:
@@ -213,15 +220,15 @@ class Store:
                 "INSERT INTO trials (trial_id, dataset, method, fold, seed, protocol_name, "
                 "protocol_hash, protocol_json, status, error, selected_epoch, "
                 "resumed_from_epoch, profile_json, timing_json, env_json, recorded_at, "
-                "key_version, knobs_json, variant, balancing) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "key_version, knobs_json, variant, balancing, test_dataset) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (result.trial_id, result.dataset, result.method, result.fold, result.seed,
                  result.protocol.get("name", ""), result.protocol_hash,
                  json.dumps(result.protocol, sort_keys=True), result.status, result.error,
                  result.selected_epoch, result.resumed_from_epoch, json.dumps(result.profile),
                  json.dumps(result.timing), json.dumps(result.env), time.time(),
                  result.key_version, json.dumps(result.knobs, sort_keys=True), result.variant,
-                 result.balancing),
+                 result.balancing, result.test_dataset),
             )
             db.executemany("INSERT INTO fold_metrics VALUES (?,?,?)",
                            [(result.trial_id, k, _num(v)) for k, v in result.fold_metrics.items()])
@@ -302,6 +309,7 @@ class Store:
             row.setdefault("key_version", 1)
             row.setdefault("variant", "")
             row.setdefault("balancing", "fixed")  # a store from before balancings, read as is
+            row.setdefault("test_dataset", "")  # a store from before external tests
             row["metrics"] = metrics.get(row["trial_id"], {})
         return rows
 

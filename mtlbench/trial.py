@@ -122,6 +122,9 @@ class TrialResult:
     knobs: dict[str, Any] = field(default_factory=dict)
     variant: str = ""
     balancing: str = DEFAULT_BALANCING
+    # An evaluation of kept models on another dataset (mtlbench.external_eval): that
+    # dataset's identity; "": the trial's own test fold.
+    test_dataset: str = ""
 
     @classmethod
     def failed(cls, spec: TrialSpec, error: str, **extra: Any) -> TrialResult:

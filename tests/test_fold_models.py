@@ -23,11 +23,9 @@ from mtlbench.predict import Ensemble
 from mtlbench.store import Store
 
 
-@pytest.fixture(scope="module")
-def kept(tmp_path_factory):
-    """A real run of cunet on two folds at 32², its models kept in fp32 (seconds)."""
-    return tiny_run(tmp_path_factory.mktemp("kept") / "run", "cunet", "0,1",
-                    extra=("--keep-models", "fp32"))
+@pytest.fixture
+def kept(kept_run):
+    return kept_run
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +215,11 @@ def test_kept_weights_that_do_not_fit_are_refused(kept, tmp_path):
 
     with pytest.raises(ModelFileError, match="do not fit method 'cunet'"):
         build_model(load_plugins(), FoldModel(broken, model.meta))
+
+
+def test_output_names_never_repeat_nor_lead_out_of_the_output_folder():
+    from mtlbench.predict import ImageSource, unique_names
+
+    names = [s.name for s in unique_names([ImageSource("../up"), ImageSource("/abs"),
+                                           ImageSource("a"), ImageSource("a")])]
+    assert names == ["_/up", "_/abs", "a", "a~2"]
