@@ -223,3 +223,24 @@ def test_output_names_never_repeat_nor_lead_out_of_the_output_folder():
     names = [s.name for s in unique_names([ImageSource("../up"), ImageSource("/abs"),
                                            ImageSource("a"), ImageSource("a")])]
     assert names == ["_/up", "_/abs", "a", "a~2"]
+
+
+def test_the_ensemble_is_one_method_balancing_and_seed_unless_seeds_are_pooled(tmp_path):
+    from mtlbench.fold_models import FoldModel
+    from mtlbench.predict import PredictError, select_models
+
+    def model(fold, seed, balancing="fixed", variant=""):
+        return FoldModel(tmp_path / f"{fold}{seed}{balancing}", {
+            "method": "mynet", "fold": fold, "seed": seed, "balancing": balancing,
+            "variant": variant, "dataset": "synthetic", "protocol_hash": "abc",
+            "knobs": {"w": variant}})
+
+    models = [model(f, s, b) for f in (0, 1) for s in (3, 7) for b in ("fixed", "dwa")]
+    chosen = select_models(models, "mynet")
+    assert {(m.fold, m.seed, m.balancing) for m in chosen} == {(0, 3, "fixed"), (1, 3, "fixed")}
+    pooled = select_models(models, "mynet", pool_seeds=True, balancing="dwa")
+    assert {(m.seed, m.balancing) for m in pooled} == {(3, "dwa"), (7, "dwa")}
+    assert len(pooled) == 4
+    assert [m.fold for m in select_models(models, "mynet", seed=7, fold=1)] == [1]
+    with pytest.raises(PredictError, match="2 settings"):
+        select_models([model(0, 3, variant=""), model(0, 3, variant="w=2")], "mynet")
