@@ -147,6 +147,15 @@ def test_a_run_folder_without_kept_models_says_what_to_do(tmp_path):
     assert "keeps no trained models" in result.output and "--keep-models" in result.output
     result = invoke("export", run, "--to", tmp_path / "e")
     assert result.exit_code == 2 and "--keep-models" in result.output
+    # --keep-models on that folder does not train its finished trial again, and says so
+    result = invoke("run", "--methods", "clsnet", "--folds", "0", "--set", "image_size=32",
+                    "--set", "epochs=1", "--set", "precision=fp32", "--device", "cpu",
+                    "--keep-models", "--out", run)
+    assert result.exit_code == 0, result.output
+    words = " ".join(result.output.split())
+    assert "1 finished trial(s) of this run folder were trained without keeping their models" \
+        in words
+    assert not (run / "models").exists()
 
 
 def test_export_then_predict_in_a_fresh_directory(kept, images, tmp_path):
