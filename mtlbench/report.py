@@ -147,8 +147,11 @@ def rows_from_trials(trials: list[dict], mode: str = "strict",
 def _row(trials: list[dict], mode: str) -> LeaderboardRow:
     trials.sort(key=lambda t: (t["fold"], t["seed"]))
     first = trials[0]
+    # An ensemble's row counts the folds of its models (its trials are fold -1).
+    folds = {f for t in trials for f in ((t.get("env") or {}).get("evaluation") or {}).get(
+        "folds", [])} if first["fold"] < 0 else {t["fold"] for t in trials}
     row = LeaderboardRow(first["dataset"], first["method"], first["protocol_name"],
-                         first["protocol_hash"], sorted({t["fold"] for t in trials}),
+                         first["protocol_hash"], sorted(folds),
                          variant=first.get("variant") or "",
                          knobs=dict(first.get("knobs") or {}),
                          balancing=first.get("balancing") or DEFAULT_BALANCING,

@@ -72,6 +72,7 @@ def test_leaderboard_shows_trained_on_a_tested_on_b_beside_the_cross_validation(
     assert all(r["dataset"] == "synthetic" for r in records)
     assert rows[("cunet", "bus", False)]["trials"] == 2
     assert rows[("cunet", "bus", True)]["trials"] == 1
+    assert rows[("cunet", "bus", True)]["folds"] == 2  # the folds of its models
     table = invoke("leaderboard", "--out", run, "--format", "markdown").output
     assert "cunet → bus (ensemble)" in table and "cunet → bus " in table
     with open_results(run) as results:
