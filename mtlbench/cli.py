@@ -726,23 +726,6 @@ def compare_cmd(current, baseline, tolerance, per_metric, metrics, mode, fmt,
     err_console.print(f"No regression in {len(differences)} comparison(s).")
 
 
-def _model_choice(source, method, fold=None, seed=None, pool_seeds=False, balancing=None,
-                  variant=None, trained_on=None):
-    """The kept or exported models that predict/evaluate use (mtlbench.predict)."""
-    from mtlbench.export import load_models
-    from mtlbench.predict import PredictError, select_models
-
-    models = load_models(source)
-    if method is None:
-        methods = sorted({m.method for m in models})
-        if len(methods) > 1:
-            raise PredictError(f"{source} holds models of {', '.join(methods)}; choose one "
-                               "with --method")
-        method = methods[0]
-    return select_models(models, method, fold=fold, seed=seed, pool_seeds=pool_seeds,
-                         balancing=balancing, variant=variant, dataset=trained_on)
-
-
 def _model_options(command):
     """The options that choose a run's models: one method's fold models of one seed."""
     options = [
@@ -791,6 +774,7 @@ def predict_cmd(source, images, method, fold, seed, pool_seeds, balancing, varia
         Ensemble,
         ImageSource,
         PredictError,
+        choose_models,
         describe,
         image_files,
         predict_images,
@@ -799,8 +783,8 @@ def predict_cmd(source, images, method, fold, seed, pool_seeds, balancing, varia
 
     loaded = _plugins()
     try:
-        models = _model_choice(source, method, fold, seed, pool_seeds, balancing, variant,
-                               trained_on)
+        models = choose_models(source, method, fold=fold, seed=seed, pool_seeds=pool_seeds,
+                               balancing=balancing, variant=variant, dataset=trained_on)
         ensemble = Ensemble(loaded, models, _device(device))
         if dataset:
             card, options = lookup_dataset(loaded.datasets, dataset)
@@ -882,26 +866,17 @@ def evaluate_cmd(run, dataset, data_root, methods, balancing, train_data_root, d
     Refused: the training dataset itself (its cases trained the fold models) and a dataset
     whose classes differ by name. Near duplicates of training images are reported.
     """
-    from mtlbench.external_eval import EvaluationError, evaluate_external
+    from mtlbench.external_eval import EvaluationError, evaluate_external, evaluation_groups
     from mtlbench.fold_models import ModelFileError, kept_models
     from mtlbench.predict import PredictError
 
     loaded = _plugins()
     run_dir = Path(run)
     try:
-        models = kept_models(run_dir)
-        wanted = {m.strip() for m in methods.split(",")} if methods else None
-        groups: dict[tuple, list] = {}
-        for model in models:
-            if (wanted is None or model.method in wanted) and \
-                    balancing in (None, model.balancing):
-                groups.setdefault((*model.group_key, model.seed), []).append(model)
-        if not groups:
-            raise PredictError(f"no kept models of {methods or 'any method'} in {run_dir}")
+        groups = evaluation_groups(kept_models(run_dir), methods, balancing)
         with run_lock(run_dir), Store.in_run_dir(run_dir) as store:
             trained = {t["trial_id"]: t for t in store.trials()}
-            for group in groups.values():
-                group.sort(key=lambda m: m.fold)
+            for group in groups:
                 with console.status(f"Evaluating {group[0].method} on {dataset}…"):
                     evaluation = evaluate_external(loaded, group, dataset, data_root,
                                                    train_data_root, trained, _device(device))

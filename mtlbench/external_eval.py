@@ -77,6 +77,23 @@ def check_not_training_set(trained_on: str, test_card: str) -> None:
             "(`mtlbench leaderboard`). Evaluate on another dataset")
 
 
+def evaluation_groups(models: list[FoldModel], methods: str | None = None,
+                      balancing: str | None = None) -> list[list[FoldModel]]:
+    """The fold models of each (setting, seed) of ``methods`` (a comma list; default all) and
+    ``balancing`` (default all), each sorted by fold: what one evaluation scores."""
+    from mtlbench.predict import PredictError
+
+    wanted = {m.strip() for m in methods.split(",")} if methods else None
+    groups: dict[tuple, list[FoldModel]] = {}
+    for model in models:
+        if (wanted is None or model.method in wanted) and balancing in (None, model.balancing):
+            groups.setdefault((*model.group_key, model.seed), []).append(model)
+    if not groups:
+        raise PredictError(f"no kept models of {methods or 'any method'}"
+                           + (f" with balancing {balancing!r}" if balancing else ""))
+    return [sorted(g, key=lambda m: m.fold) for g in groups.values()]
+
+
 def evaluate_external(plugins, models: list[FoldModel], test_spec: str,
                       data_root: str | None = None, train_root: str | None = None,
                       trained: dict[str, dict] | None = None, device: str = "cpu",

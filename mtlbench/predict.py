@@ -145,6 +145,21 @@ def select_models(models: list[FoldModel], method: str, *, fold: int | None = No
     return sorted(chosen, key=lambda m: (m.seed, m.fold))
 
 
+def choose_models(source, method: str | None = None, **choice) -> list[FoldModel]:
+    """``select_models`` over the models of ``source`` (a run folder or a model file); the
+    method may be left out where the source holds one."""
+    from mtlbench.export import load_models
+
+    models = load_models(source)
+    if method is None:
+        methods = sorted({m.method for m in models})
+        if len(methods) > 1:
+            raise PredictError(f"{source} holds models of {', '.join(methods)}; choose one "
+                               "with --method")
+        method = methods[0]
+    return select_models(models, method, **choice)
+
+
 class Ensemble:
     """Fold models of one setting, rebuilt; ``probabilities`` averages them."""
 
