@@ -223,6 +223,12 @@ def _device(name: str) -> str:
               help="An option of the executor, repeatable, e.g. --executor-set gpus=1 "
                    "--executor-set time=120 for slurm.")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep each trial's last checkpoint.")
+@click.option("--keep-models", type=click.Choice(["fp16", "fp32"]), is_flag=False,
+              flag_value="fp16", default=None,
+              help="Keep each finished trial's selected model (weights only, safetensors) in "
+                   "models/ of the run folder, for `mtlbench predict`, `evaluate` and "
+                   "`export`; fp16 (the default of the flag) halves the disk cost, fp32 keeps "
+                   "the weights as trained.")
 @click.option("--checkpoint-every", default=DEFAULT_CHECKPOINT_EVERY_S, show_default=True,
               type=float, metavar="SECONDS",
               help="Start a trial's resumable checkpoint after an epoch only when this many "
@@ -239,7 +245,7 @@ def _device(name: str) -> str:
                    "Speed only: results agree up to float rounding.")
 def run(methods, dataset, protocol_name, sets, pretrained, folds, seeds, balancing, out,
         data_root, device, devices, trials_per_device, executor_name, executor_sets,
-        keep_checkpoints, checkpoint_every, channels_last, compile_) -> None:
+        keep_checkpoints, keep_models, checkpoint_every, channels_last, compile_) -> None:
     """Train and evaluate METHODS on DATASET under one protocol, five folds each.
 
     Finished trials are skipped and an interrupted trial resumes from its last checkpoint, so
@@ -275,7 +281,7 @@ def run(methods, dataset, protocol_name, sets, pretrained, folds, seeds, balanci
 
                 plan = plan_run(plugins, names, dataset, protocol, run_dir, _parse_folds(folds),
                                 data_root, None, executor.device, speed, knob_overrides,
-                                seed_list, balancings, balancing_sets)
+                                seed_list, balancings, balancing_sets, keep_models or "")
             _announce(plan, names, dataset, protocol, run_dir, executor)
             summary = _execute_with_progress(plan, run_dir, plugins, protocol.epochs,
                                              keep_checkpoints, executor)
@@ -725,6 +731,194 @@ def compare_cmd(current, baseline, tolerance, per_metric, metrics, mode, fmt,
     err_console.print(f"No regression in {len(differences)} comparison(s).")
 
 
+def _model_options(command):
+    """The options that choose a run's models: one method's fold models of one seed."""
+    options = [
+        click.option("--method", "-m", default=None,
+                     help="The method (needed when the source holds several)."),
+        click.option("--fold", type=int, default=None,
+                     help="Use this fold's model alone (default: the ensemble of all folds)."),
+        click.option("--seed", type=int, default=None,
+                     help="The training seed whose fold models to use (default: the lowest)."),
+        click.option("--pool-seeds", is_flag=True,
+                     help="Average the fold models of every training seed."),
+        click.option("--balancing", default=None, help="The task balancing (default: fixed)."),
+        click.option("--variant", default=None,
+                     help="The method's knobs as its row names them, e.g. lossnet_weight=0.5."),
+        click.option("--trained-on", default=None,
+                     help="The training dataset, where the source holds models of several."),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@main.command(name="predict")
+@click.argument("source", type=click.Path())
+@click.argument("images", nargs=-1, type=click.Path())
+@_model_options
+@click.option("--dataset", "-d", default=None,
+              help="Predict the images of a registered dataset instead of files.")
+@click.option("--data-root", default=None, type=click.Path(), help="That dataset's folder.")
+@click.option("--to", "to", required=True, type=click.Path(),
+              help="Output folder: masks/<name>.png and predictions.csv.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+def predict_cmd(source, images, method, fold, seed, pool_seeds, balancing, variant,
+                trained_on, device, dataset, data_root, to, batch_size) -> None:
+    """Predict IMAGES (files or folders) with SOURCE's models (a run folder kept with
+    --keep-models, or a file of `mtlbench export`).
+
+    Writes each image's tumour mask as a PNG at the image's own size and a CSV with the class
+    probabilities (prob_malignant: the malignancy probability). By default the fold models
+    are an ensemble: their probabilities are averaged, then thresholded. Exit status 1 when an
+    image could not be read (the others are predicted).
+    """
+    from mtlbench.fold_models import ModelFileError
+    from mtlbench.predict import (
+        Ensemble,
+        ImageSource,
+        PredictError,
+        choose_models,
+        describe,
+        image_files,
+        predict_images,
+        unique_names,
+    )
+
+    loaded = _plugins()
+    try:
+        models = choose_models(source, method, fold=fold, seed=seed, pool_seeds=pool_seeds,
+                               balancing=balancing, variant=variant, dataset=trained_on)
+        ensemble = Ensemble(loaded, models, _device(device))
+        if dataset:
+            card, options = lookup_dataset(loaded.datasets, dataset)
+            with reading(card, resolve_root(card, data_root)):
+                cases = card.load(resolve_root(card, data_root), **options)
+            sources = unique_names([ImageSource(c.id, pixels=c.image) for c in cases]
+                                   + image_files(images))
+        elif images:
+            sources = image_files(images)
+        else:
+            raise PredictError("give images to predict: files, folders, or --dataset NAME")
+    except (*USER_ERRORS, PredictError, ModelFileError) as exc:
+        _fail(str(exc))
+    console.print(f"Predicting {len(sources)} image(s) with {escape(describe(models))}.")
+    failed = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:
+        bar = progress.add_task("images", total=len(sources))
+
+        def done(image, error):
+            if error:
+                failed.append(error)
+                progress.console.print(f"[red]skipped:[/] {escape(error)}")
+            progress.advance(bar)
+
+        frame = predict_images(ensemble, sources, Path(to), batch_size, done)
+    console.print(f"Wrote {len(frame) - len(failed)} prediction(s) to {Path(to)} "
+                  f"(predictions.csv, masks/).")
+    if failed:
+        err_console.print(f"[bold red]{len(failed)} image(s) could not be read[/]; their rows "
+                          "in predictions.csv say why. Replace or remove them and predict "
+                          "them again.")
+        sys.exit(1)
+
+
+@main.command(name="export")
+@click.argument("run", type=click.Path())
+@click.option("--methods", "-m", default=None,
+              help="Comma list of methods (default: every method with kept models).")
+@click.option("--balancing", default=None, help="Only this task balancing (default: all).")
+@click.option("--to", "to", required=True, type=click.Path(),
+              help="Folder for the files, one per method (METHOD.mtlbench.safetensors).")
+def export_cmd(run, methods, balancing, to) -> None:
+    """Export RUN's kept fold models, one file per method (per knob variant and balancing)
+    with all its folds and seeds and everything `mtlbench predict` needs; another machine
+    needs mtlbench and the method's plugin."""
+    from mtlbench.export import export_groups, export_models
+    from mtlbench.fold_models import ModelFileError, kept_models
+    from mtlbench.predict import PredictError
+
+    try:
+        groups = export_groups(kept_models(run), methods.split(",") if methods else None,
+                               balancing)
+    except (PredictError, ModelFileError) as exc:
+        _fail(str(exc))
+    for name, group in groups.items():
+        path = export_models(group, Path(to) / name)
+        console.print(f"{group[0].method}: {len(group)} fold model(s) → {path} "
+                      f"({path.stat().st_size / 2**20:.1f} MiB)")
+
+
+@main.command(name="evaluate")
+@click.argument("run", type=click.Path())
+@click.option("--dataset", "-d", required=True,
+              help="The external test dataset (NAME or NAME:key=value,...): all its cases.")
+@click.option("--data-root", default=None, type=click.Path(), help="That dataset's folder.")
+@click.option("--methods", "-m", default=None,
+              help="Comma list of methods (default: every method with kept models).")
+@click.option("--balancing", default=None, help="Only this task balancing (default: all).")
+@click.option("--train-data-root", default=None, type=click.Path(),
+              help="The training dataset's folder, to find its near duplicates in the test "
+                   "set (default: where `mtlbench run` looks).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+def evaluate_cmd(run, dataset, data_root, methods, balancing, train_data_root, device) -> None:
+    """Test RUN's kept fold models on another dataset, without training: each fold model and
+    their ensemble, both metric modes, stored in RUN's store beside the cross-validation
+    ("METHOD → B" rows in `mtlbench leaderboard`, the report and the results API).
+
+    Refused: the training dataset itself (its cases trained the fold models) and a dataset
+    whose classes differ by name. Near duplicates of training images are reported.
+    """
+    from mtlbench.external_eval import EvaluationError, evaluate_external, evaluation_groups
+    from mtlbench.fold_models import ModelFileError, kept_models
+    from mtlbench.predict import PredictError
+
+    loaded = _plugins()
+    run_dir = Path(run)
+    try:
+        groups = evaluation_groups(kept_models(run_dir), methods, balancing)
+        with run_lock(run_dir), Store.in_run_dir(run_dir) as store:
+            trained = {t["trial_id"]: t for t in store.trials()}
+            for group in groups:
+                with console.status(f"Evaluating {group[0].method} on {dataset}…"):
+                    evaluation = evaluate_external(loaded, group, dataset, data_root,
+                                                   train_data_root, trained, _device(device))
+                for result in evaluation.results:
+                    store.record(result)
+                _show_evaluation(group, evaluation)
+            write_leaderboard(store, run_dir)
+    except (*USER_ERRORS, PredictError, ModelFileError, EvaluationError) as exc:
+        _fail(str(exc))
+    console.print(f"Stored in {run_dir / STORE_NAME}; `mtlbench leaderboard --out {run_dir}` "
+                  "shows them beside the cross-validation.")
+
+
+def _show_evaluation(models, evaluation) -> None:
+    """The scores of each fold model and of the ensemble, and the evaluation's notes."""
+    columns = (("Dice", "strict.dice"), ("HD95", "strict.hd95"), ("ACC", "cls.acc"),
+               ("AUC", "cls.auc"))
+    table = Table(title=f"{models[0].method} (trained on {models[0].meta['dataset']}) → "
+                        f"{evaluation.test_dataset}")
+    table.add_column("model")
+    for name, _ in columns:
+        table.add_column(name)
+    for result in evaluation.results:
+        label = "ensemble" if result.fold < 0 else f"fold {result.fold}"
+        table.add_row(label, *(_percent(result.fold_metrics.get(key), name != "HD95")
+                               for name, key in columns))
+    console.print(table)
+    for note in evaluation.notes:
+        err_console.print(f"[yellow]warning:[/] {escape(note)}")
+
+
+def _percent(value, scaled: bool) -> str:
+    if value is None:
+        return "–"
+    return f"{value * 100:.2f}" if scaled else f"{value:.2f}"
+
+
 @main.group(name="data")
 def data_cmd() -> None:
     """Inspect a dataset."""
@@ -772,10 +966,15 @@ def data_check(dataset, data_root, as_json) -> None:
               help="The dataset's folder (default: $MTLBENCH_DATA/<dataset>).")
 @click.option("--threshold", default=0.97, show_default=True,
               help="Thumbnail correlation from which two images count as near duplicates.")
+@click.option("--against", default=None, metavar="DATASET",
+              help="Instead: the images of DATASET that are near duplicates of this one's "
+                   "(e.g. a test set against a training set; public BUS sets share scans).")
+@click.option("--against-root", default=None, type=click.Path(),
+              help="The folder of the --against dataset.")
 @click.option("--json", "as_json", is_flag=True)
-def data_audit(dataset, data_root, threshold, as_json) -> None:
+def data_audit(dataset, data_root, threshold, against, against_root, as_json) -> None:
     """Exact and near-duplicate images, within and across classes, and label conflicts."""
-    from mtlbench.data.audit import audit_cases
+    from mtlbench.data.audit import audit_cases, cross_duplicates
 
     loaded = _plugins()
     try:
@@ -783,8 +982,27 @@ def data_audit(dataset, data_root, threshold, as_json) -> None:
         root = resolve_root(card, data_root)
         with reading(card, root):
             cases = card.load(root, **options)
+        if against:
+            other, other_options = lookup_dataset(loaded.datasets, against)
+            other_root = resolve_root(other, against_root)
+            with reading(other, other_root):
+                others = other.load(other_root, **other_options)
     except USER_ERRORS as exc:
         _fail(str(exc))
+    if against:
+        pairs = cross_duplicates([c.id for c in others], [c.image for c in others],
+                                 [c.id for c in cases], [c.image for c in cases], threshold)
+        if as_json:
+            click.echo(json.dumps({"dataset": dataset, "against": against,
+                                   "threshold": threshold, "pairs": pairs}, indent=1))
+            return
+        console.print(f"[bold]{against}[/] against [bold]{dataset}[/]: "
+                      f"{len({a for a, _, _ in pairs})} of {len(others)} image(s) are near "
+                      f"duplicates of {dataset}'s {len(cases)} (thumbnail correlation ≥ "
+                      f"{threshold}; {len(pairs)} pair(s)).")
+        for a, b, corr in pairs:
+            console.print(f"{escape(a)} ~ {escape(b)}, r = {corr:.4f}")
+        return
     report = audit_cases(cases, threshold)
     labels = {c.id: c.label for c in cases}
     classes = card.class_names(options)

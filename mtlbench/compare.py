@@ -210,7 +210,9 @@ def row_key(record: dict) -> tuple[str, str, str]:
     balancing = balancing_label(record.get("balancing") or "fixed",
                                 record.get("balancing_knobs") or {})
     return (record["dataset"], entry_name(record["method"], record.get("variant") or "",
-                                          balancing), record["protocol_hash"])
+                                          balancing, record.get("test_dataset") or "",
+                                          bool(record.get("ensemble"))),
+            record["protocol_hash"])
 
 
 def unmatched_protocols(current: list[dict], baseline: list[dict]) -> list[str]:

@@ -43,6 +43,14 @@ def evaluate(model, method: MethodCard, data: FoldTensors, arrays: DatasetArrays
     """Per-image rows and per-fold metrics of the test cases (both metric modes, spec §6), and
     the binary predicted masks, bool (N, S, S), or None for a method without ``seg``."""
     seg_probs, cls_probs = predict(model, data, p, channels_last, precision=precision)
+    return score(method, seg_probs, cls_probs, arrays, indices)
+
+
+def score(method: MethodCard, seg_probs: np.ndarray | None, cls_probs: np.ndarray | None,
+          arrays: DatasetArrays, indices: list[int]
+          ) -> tuple[list[dict], dict[str, float], np.ndarray | None]:
+    """``evaluate``'s rows, fold metrics and binary masks from probabilities already computed
+    (one model's, or an ensemble's means) for the cases ``indices`` of ``arrays``."""
     for task, probs in (("seg", seg_probs), ("cls", cls_probs)):
         if probs is not None and not np.isfinite(probs).all():  # on the host already
             raise TrialFailed(f"method {method.name!r}: its {task!r} outputs on the test fold "

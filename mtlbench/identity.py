@@ -20,6 +20,11 @@ are the balancing's knobs (``balancing_knobs``, ``mtlbench.balancing.knobs``): t
 only the values that differ from the balancing's defaults, and enters them only when there are
 any, so a balancing at its defaults keeps the id it had before balancings had knobs.
 
+An evaluation on an external test dataset (issue 21: ``mtlbench evaluate``) is the trained
+trial's key plus ``test_dataset``, the test set's identity; its default "" (the trial's own
+test fold) is left out of the hashed form, so every trial id from before stays. The ensemble
+of a run's fold models is keyed with ``fold`` ``ENSEMBLE_FOLD`` (-1: all folds).
+
 A leaderboard row is a trial key without its replicates (the fold today; the seed too once
 seeds are replicates): ``RowKey``. Its ``variant`` names the knobs that differ from the
 method's defaults under the protocol, so tables can say "mynet [aux_weight=0.5]" beside
@@ -37,6 +42,9 @@ KEY_VERSION = 2
 
 #: The balancing of a key that names none (mtlbench.balancing.DEFAULT_BALANCING).
 DEFAULT_BALANCING = "fixed"
+
+#: The fold of an evaluation by the ensemble of every fold's model.
+ENSEMBLE_FOLD = -1
 
 Knobs = tuple[tuple[str, Any], ...]
 
@@ -58,17 +66,21 @@ class RowKey:
     knobs: Knobs = ()
     balancing: str = DEFAULT_BALANCING
     balancing_knobs: Knobs = ()  # the balancing's knob values away from its defaults
+    test_dataset: str = ""  # "": cross-validation on ``dataset``; else an external test set
+    ensemble: bool = False  # an external test by the ensemble of the fold models
 
     @property
     def text(self) -> str:
         """A stable string of the key (for matching rows of two leaderboards); the default
-        balancing, and a balancing's default knobs, are left out, so rows from before them
-        match."""
+        balancing, a balancing's default knobs and the test set are left out, so rows from
+        before them match."""
         key = [self.dataset, self.protocol_hash, self.method, dict(self.knobs)]
         if self.balancing != DEFAULT_BALANCING:
             key.append(self.balancing)
         if self.balancing_knobs:
             key.append(dict(self.balancing_knobs))
+        if self.test_dataset:
+            key.append({"test": self.test_dataset, "ensemble": self.ensemble})
         return json.dumps(key, sort_keys=True, default=str)
 
 
@@ -85,6 +97,7 @@ class TrialKey:
     balancing: str = DEFAULT_BALANCING
     # The balancing's knob values that differ from its defaults (empty at the defaults).
     balancing_knobs: Knobs = ()
+    test_dataset: str = ""
 
     def fields(self) -> dict[str, Any]:
         """The hashed form. A field added later joins it only away from its default."""
@@ -95,6 +108,8 @@ class TrialKey:
             fields["balancing"] = self.balancing
         if self.balancing_knobs:
             fields["balancing_knobs"] = dict(self.balancing_knobs)
+        if self.test_dataset:
+            fields["test_dataset"] = self.test_dataset
         return fields
 
     @property
@@ -104,7 +119,7 @@ class TrialKey:
 
     def row(self) -> RowKey:
         return RowKey(self.dataset, self.protocol_hash, self.method, self.knobs, self.balancing,
-                      self.balancing_knobs)
+                      self.balancing_knobs, self.test_dataset, self.fold == ENSEMBLE_FOLD)
 
 
 def variant_text(knobs: dict[str, Any], defaults: dict[str, Any]) -> str:

@@ -73,11 +73,21 @@ def build(rows: list[LeaderboardRow], mode: str = "strict",
                           f"{row.mparams:.2f}", f"{row.gflops:.2f}", str(len(row.folds)),
                           str(len(row.seeds)), row.precision])
         notes = [*caveat_notes(group), *seed_notes(group),
-                 *delta_m_notes(group, references)]
+                 *delta_m_notes(group, references), *external_notes(group)]
         caption = (f"{dataset} · protocol {protocol} ({phash}) · {mode} metrics · "
                    f"{group[0].selection}")
         sections.append(Section(caption, columns, cells, group, notes))
     return Table(f"mtlbench leaderboard · {mode} metrics", sections)
+
+
+def external_notes(rows: list[LeaderboardRow]) -> list[str]:
+    """What the rows "method → B" are: trained on this setting's dataset, tested on all of B."""
+    tests = sorted({row.test_dataset for row in rows if row.test_dataset})
+    if not tests:
+        return []
+    return [f"→ {', '.join(tests)}: trained on {rows[0].dataset} (the cross-validation's fold "
+            "models), tested on every case of that dataset (`mtlbench evaluate`): mean ± std "
+            "over the fold models, and (ensemble) their averaged probabilities."]
 
 
 def seed_notes(rows: list[LeaderboardRow]) -> list[str]:

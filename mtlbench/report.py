@@ -56,6 +56,11 @@ class LeaderboardRow:
     references: dict[str, str] = field(default_factory=dict)  # task -> default Δm reference
     delta_m: float | None = None  # the multi-task gain in % (mtlbench.multitask_gain)
     delta_m_missing: tuple[str, ...] = ()  # multi-task rows: tasks whose reference is absent
+    # Trained on ``dataset``, tested on this other dataset (mtlbench.external_eval): each fold
+    # model alone (mean ± std over them), or their ensemble (``ensemble``); "": the
+    # cross-validation on ``dataset`` itself.
+    test_dataset: str = ""
+    ensemble: bool = False
 
     @property
     def multitask(self) -> bool:
@@ -79,9 +84,10 @@ class LeaderboardRow:
     @property
     def entry(self) -> str:
         """The row's name within its setting: the method, with its non-default knobs and its
-        balancing (with its non-default knobs) unless ``fixed``."""
+        balancing (with its non-default knobs) unless ``fixed``, and the external test set."""
         return entry_name(self.method, self.variant,
-                          balancing_label(self.balancing, self.balancing_knobs))
+                          balancing_label(self.balancing, self.balancing_knobs),
+                          self.test_dataset, self.ensemble)
 
     @property
     def label(self) -> str:
@@ -89,13 +95,19 @@ class LeaderboardRow:
         return f"{self.entry} †" if self.caveats else self.entry
 
 
-def entry_name(method: str, variant: str = "", balancing: str = DEFAULT_BALANCING) -> str:
+def entry_name(method: str, variant: str = "", balancing: str = DEFAULT_BALANCING,
+               test_dataset: str = "", ensemble: bool = False) -> str:
     """A method's row name: ``mynet`` or, with knobs away from their defaults,
     ``mynet [aux_weight=0.5]``, and with a balancing other than ``fixed``, ``mynet · dwa``
     (``balancing``: the balancing's label, ``mtlbench.identity.balancing_label``, e.g.
-    ``dwa [temperature=3.0]``)."""
+    ``dwa [temperature=3.0]``); tested on another dataset, ``mynet → bus`` (each fold model)
+    or ``mynet → bus (ensemble)``."""
     name = f"{method} [{variant}]" if variant else method
-    return name if balancing in (DEFAULT_BALANCING, "") else f"{name} · {balancing}"
+    if balancing not in (DEFAULT_BALANCING, ""):
+        name = f"{name} · {balancing}"
+    if test_dataset:
+        name = f"{name} → {test_dataset}" + (" (ensemble)" if ensemble else "")
+    return name
 
 
 def caveat_notes(rows: list[LeaderboardRow]) -> list[str]:
@@ -128,7 +140,8 @@ def rows_from_trials(trials: list[dict], mode: str = "strict",
         key = RowKey(trial["dataset"], trial["protocol_hash"], trial["method"],
                      knobs_tuple(trial.get("knobs") or {}),
                      trial.get("balancing") or DEFAULT_BALANCING,
-                     knobs_tuple(trial.get("balancing_knobs") or {})).text
+                     knobs_tuple(trial.get("balancing_knobs") or {}),
+                     trial.get("test_dataset") or "", trial["fold"] < 0).text
         groups.setdefault(key, []).append(trial)
     rows = [_row(group, mode) for group in groups.values()]
     assign_delta_m(rows, references or {})
@@ -138,13 +151,18 @@ def rows_from_trials(trials: list[dict], mode: str = "strict",
 def _row(trials: list[dict], mode: str) -> LeaderboardRow:
     trials.sort(key=lambda t: (t["fold"], t["seed"]))
     first = trials[0]
+    # An ensemble's row counts the folds of its models (its trials are fold -1).
+    folds = {f for t in trials for f in ((t.get("env") or {}).get("evaluation") or {}).get(
+        "folds", [])} if first["fold"] < 0 else {t["fold"] for t in trials}
     row = LeaderboardRow(first["dataset"], first["method"], first["protocol_name"],
-                         first["protocol_hash"], sorted({t["fold"] for t in trials}),
+                         first["protocol_hash"], sorted(folds),
                          variant=first.get("variant") or "",
                          knobs=dict(first.get("knobs") or {}),
                          balancing=first.get("balancing") or DEFAULT_BALANCING,
                          balancing_knobs=dict(first.get("balancing_knobs") or {}),
-                         seeds=sorted({t["seed"] for t in trials}), trials=len(trials))
+                         seeds=sorted({t["seed"] for t in trials}), trials=len(trials),
+                         test_dataset=first.get("test_dataset") or "",
+                         ensemble=first["fold"] < 0)
     for column, key, scale in metric_columns(mode):
         values = [(t["seed"], t["metrics"][key]) for t in trials
                   if t["metrics"].get(key) is not None]
@@ -189,9 +207,10 @@ def assign_delta_m(rows: list[LeaderboardRow], references: dict[str, str]) -> No
     by what the trials recorded (mtlbench.multitask_gain)."""
     for group in group_by_setting(rows).values():
         plain = {row.method: row for row in group
-                 if not row.variant and row.balancing == DEFAULT_BALANCING}
+                 if not row.variant and row.balancing == DEFAULT_BALANCING
+                 and not row.test_dataset}
         for row in group:
-            if not row.multitask:
+            if not row.multitask or row.test_dataset:  # Δm: of the cross-validation only
                 continue
             reference_means, missing = {}, []
             for task in TASKS:
@@ -262,7 +281,8 @@ def to_records(rows: list[LeaderboardRow], mode: str = "strict") -> list[dict]:
                "pretrained": row.pretrained, "checkpoint": row.checkpoint, "split": row.split,
                "loss": row.loss, "precision": row.precision, "seeds": len(row.seeds),
                "seed_list": list(row.seeds), "trials": row.trials,
-               "delta_m": _finite(row.delta_m)}
+               "delta_m": _finite(row.delta_m), "test_dataset": row.test_dataset,
+               "ensemble": row.ensemble}
         for column, _, _ in metric_columns(mode):
             mean, std = row.metrics.get(column, (None, None))
             rec[f"{column.lower()}_mean"] = _finite(mean)

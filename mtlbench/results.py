@@ -8,10 +8,12 @@
 
 Every frame carries the identifying columns of its trials (``KEY_COLUMNS``) so frames join on
 ``trial_id`` and group by dataset, protocol, method (with its knobs: ``variant``) and task
-balancing (``balancing``, with its knobs away from their defaults: ``balancing_variant``).
-Metric columns keep the store's names: ``strict.dice``, ``paper.hd95``, ``cls.acc``, ... in
-the store's units (fractions for Dice, Jaccard, ACC; pixels for HD95, ASD); ``leaderboard()``
-is in the tables' display units (mtlbench.metric_table). The store is opened read-only
+balancing (``balancing``, with its knobs away from their defaults: ``balancing_variant``);
+``test_dataset`` is "" for the cross-validation and names the external test set of
+`mtlbench evaluate`'s results (``fold`` -1: the fold models' ensemble). Metric columns keep
+the store's names: ``strict.dice``, ``paper.hd95``, ``cls.acc``, ... in the store's units
+(fractions for Dice, Jaccard, ACC; pixels for HD95, ASD); ``leaderboard()`` is in the tables'
+display units (mtlbench.metric_table). The store is opened read-only
 (``Store.read``): nothing is created or changed, a read-only folder works.
 """
 
@@ -27,7 +29,7 @@ from mtlbench.store import Store
 
 #: The columns that identify a trial in every frame.
 KEY_COLUMNS = ["trial_id", "dataset", "protocol", "protocol_hash", "method", "variant",
-               "balancing", "balancing_variant", "fold", "seed"]
+               "balancing", "balancing_variant", "fold", "seed", "test_dataset"]
 
 
 class Results:
@@ -102,10 +104,11 @@ class Results:
         precision."""
         frame = pd.DataFrame(to_records(leaderboard(self.store, mode, references), mode))
         if not frame.empty:
-            frame.insert(2, "entry", [entry_name(m, v or "", balancing_label(b, k or {}))
-                                      for m, v, b, k in
-                                      zip(frame["method"], frame["variant"], frame["balancing"],
-                                          frame["balancing_knobs"], strict=True)])
+            frame.insert(2, "entry", [
+                entry_name(m, v or "", balancing_label(b, k or {}), t, e)
+                for m, v, b, k, t, e in zip(frame["method"], frame["variant"], frame["balancing"],
+                                            frame["balancing_knobs"], frame["test_dataset"],
+                                            frame["ensemble"], strict=True)])
         return frame
 
     def _key(self, t: dict) -> dict:
@@ -114,7 +117,7 @@ class Results:
                 "method": t["method"], "variant": t.get("variant") or "",
                 "balancing": t.get("balancing") or "fixed",
                 "balancing_variant": variant_text(t.get("balancing_knobs") or {}, {}),
-                "fold": t["fold"], "seed": t["seed"]}
+                "fold": t["fold"], "seed": t["seed"], "test_dataset": t.get("test_dataset") or ""}
 
     def _wide(self, table: str, index: list[str]) -> pd.DataFrame:
         """A long store table pivoted to one column per metric, with the trials' keys."""
@@ -123,8 +126,10 @@ class Results:
                                  if t["status"] == "finished"], columns=KEY_COLUMNS)
         if long.empty:
             return finished.iloc[0:0].reindex(columns=[*KEY_COLUMNS, *index[1:]])
-        wide = long.pivot_table(index=index, columns="metric", values="value",
-                                aggfunc="first", dropna=False).reset_index()
+        # unstack, not pivot_table(dropna=False): that crosses every trial with every case id
+        # of the store (rows of NaN for the other folds' images); the store's primary keys
+        # make (index, metric) unique.
+        wide = long.set_index([*index, "metric"])["value"].unstack("metric").reset_index()
         wide.columns.name = None
         return finished.merge(wide, on="trial_id", how="inner")
 

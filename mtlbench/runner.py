@@ -18,6 +18,7 @@ from mtlbench.data.fold import fold_indices, load_arrays, split_notes
 from mtlbench.data.prepare import canonical_dataset_spec, dataset_identity, lookup_dataset
 from mtlbench.executors import Executor, RunEvents
 from mtlbench.executors.local import LocalExecutor
+from mtlbench.fold_models import model_path
 from mtlbench.knobs import resolved
 from mtlbench.leaderboard_table import write_leaderboard
 from mtlbench.older_ids import adopt_older_trials
@@ -63,7 +64,8 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
              knob_overrides: dict[str, str] | None = None,
              seeds: list[int] | None = None,
              balancings: list[str] | None = None,
-             balancing_sets: dict[str, dict[str, str]] | None = None) -> RunPlan:
+             balancing_sets: dict[str, dict[str, str]] | None = None,
+             keep_models: str = "") -> RunPlan:
     """Trial specs for every (method, balancing, fold, seed), after the early checks; finished
     ones are skipped.
 
@@ -75,7 +77,8 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
     ``knob_overrides``: ``--set`` values of the methods' knobs (mtlbench.knobs); each method
     takes those it has. ``seeds``: the training seeds, replicates of every (method, fold)
     (default: the protocol's seed alone); the split is the same for all of them
-    (``split_seed``), and so is the protocol's hash."""
+    (``split_seed``), and so is the protocol's hash. ``keep_models``: "fp16" or "fp32" keeps
+    each finished trial's selected model in the run folder (mtlbench.fold_models)."""
     card, options = lookup_dataset(plugins.datasets, dataset)
     data_spec = canonical_dataset_spec(card.name, options)
     dataset = dataset_identity(card, options)  # no absolute path: the data may move
@@ -113,7 +116,8 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
     replicas = [dataclasses.replace(protocol, seed=s) for s in seeds]
     specs = [TrialSpec(dataset, m, f, p, str(run_dir), data_root, cache_dir, device,
                        speed, knobs=knobs[m][0], variant=knobs[m][1], data_spec=data_spec,
-                       balancing=b, balancing_knobs=balancing_knobs.get(b, ()))
+                       balancing=b, balancing_knobs=balancing_knobs.get(b, ()),
+                       keep_model=keep_models or "")
              for m in methods for b in axis[m] for f in folds for p in replicas]
     if specs:
         fold_indices(specs[0], arrays)  # computes and saves the split once, or checks it
@@ -135,7 +139,20 @@ def plan_run(plugins: Plugins, methods: list[str], dataset: str, protocol: Proto
                    [s for s in specs if s.trial_id in finished],
                    ingested=plan_ingested, problems=plan_problems, warnings=warnings)
     plan.resumable = [s for s in plan.specs if s.checkpoint_path.exists()]
+    if keep_models:
+        plan.warnings += unkept_notes(plan.done, run_dir)
     return plan
+
+
+def unkept_notes(done: list[TrialSpec], run_dir: Path) -> list[str]:
+    """A note when finished trials (skipped by this run) have no kept model: --keep-models
+    keeps the models of the trials it trains, and does not train finished ones again."""
+    missing = [s for s in done if not model_path(run_dir, s.trial_id).exists()]
+    if not missing:
+        return []
+    return [f"--keep-models: {len(missing)} finished trial(s) of this run folder were trained "
+            f"without keeping their models (e.g. {missing[0].label}) and are not trained "
+            "again; to keep their models too, run the same command with another --out"]
 
 
 def balancings_of(method, knobs: dict, protocol: Protocol,

@@ -37,12 +37,18 @@ from mtlbench.trial import TrialResult
 # (the trial key's ``balancing_knobs``; mtlbench.balancing.knobs), '{}' at the defaults and in a
 # migrated store; an mtlbench of schema 3, which would show ``dwa [temperature=3.0]`` and
 # ``dwa`` as one row, refuses a version-4 store.
-SCHEMA_VERSION = 4
+# Version 5 (issue 21) adds ``test_dataset`` to ``trials``: "" for a trial scored on its own
+# test fold, else the external dataset a run's kept model (or, with fold -1, the ensemble of
+# its fold models) was evaluated on (``mtlbench evaluate``). Older stores are migrated when
+# opened (their trials get ""); an mtlbench of schema 4, which would show external results
+# as cross-validation, refuses a version-5 store.
+SCHEMA_VERSION = 5
 _ADDED_TRIAL_COLUMNS = (("key_version", "INTEGER NOT NULL DEFAULT 1"),
                      ("knobs_json", "TEXT NOT NULL DEFAULT '{}'"),
                      ("variant", "TEXT NOT NULL DEFAULT ''"),
                      ("balancing", "TEXT NOT NULL DEFAULT 'fixed'"),
-                     ("balancing_knobs_json", "TEXT NOT NULL DEFAULT '{}'"))
+                     ("balancing_knobs_json", "TEXT NOT NULL DEFAULT '{}'"),
+                     ("test_dataset", "TEXT NOT NULL DEFAULT ''"))
 STORE_NAME = "mtlbench.sqlite"
 
 _SCHEMA = """
@@ -57,7 +63,8 @@ CREATE TABLE IF NOT EXISTS trials (
     recorded_at REAL NOT NULL,
     key_version INTEGER NOT NULL DEFAULT 1, knobs_json TEXT NOT NULL DEFAULT '{}',
     variant TEXT NOT NULL DEFAULT '', balancing TEXT NOT NULL DEFAULT 'fixed',
-    balancing_knobs_json TEXT NOT NULL DEFAULT '{}'
+    balancing_knobs_json TEXT NOT NULL DEFAULT '{}',
+    test_dataset TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS fold_metrics (
     trial_id TEXT NOT NULL REFERENCES trials(trial_id) ON DELETE CASCADE,
@@ -134,7 +141,7 @@ class Store:
             raise
 
     def _migrate(self) -> None:
-        """Add the columns of schemas 2, 3 and 4 to an older store."""
+        """Add the columns of schemas 2 to 5 to an older store."""
         have = {r[1] for r in self._db.execute("PRAGMA table_info(trials)")}
         for name, decl in _ADDED_TRIAL_COLUMNS:
             if name not in have:
@@ -219,15 +226,17 @@ class Store:
                 "INSERT INTO trials (trial_id, dataset, method, fold, seed, protocol_name, "
                 "protocol_hash, protocol_json, status, error, selected_epoch, "
                 "resumed_from_epoch, profile_json, timing_json, env_json, recorded_at, "
-                "key_version, knobs_json, variant, balancing, balancing_knobs_json) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "key_version, knobs_json, variant, balancing, balancing_knobs_json, "
+                "test_dataset) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (result.trial_id, result.dataset, result.method, result.fold, result.seed,
                  result.protocol.get("name", ""), result.protocol_hash,
                  json.dumps(result.protocol, sort_keys=True), result.status, result.error,
                  result.selected_epoch, result.resumed_from_epoch, json.dumps(result.profile),
                  json.dumps(result.timing), json.dumps(result.env), time.time(),
                  result.key_version, json.dumps(result.knobs, sort_keys=True), result.variant,
-                 result.balancing, json.dumps(result.balancing_knobs, sort_keys=True)),
+                 result.balancing, json.dumps(result.balancing_knobs, sort_keys=True),
+                 result.test_dataset),
             )
             db.executemany("INSERT INTO fold_metrics VALUES (?,?,?)",
                            [(result.trial_id, k, _num(v)) for k, v in result.fold_metrics.items()])
@@ -308,6 +317,7 @@ class Store:
             row.setdefault("key_version", 1)
             row.setdefault("variant", "")
             row.setdefault("balancing", "fixed")  # a store from before balancings, read as is
+            row.setdefault("test_dataset", "")  # a store from before external tests
             row["metrics"] = metrics.get(row["trial_id"], {})
         return rows
 

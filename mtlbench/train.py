@@ -57,6 +57,7 @@ from mtlbench.data.fold import (
 from mtlbench.data.prepare import lookup_dataset
 from mtlbench.environment import environment, peak_memory
 from mtlbench.evaluation import evaluate, predict, selection_score
+from mtlbench.fold_models import model_metadata, model_path, save_fold_model
 from mtlbench.knobs import defaults as knob_defaults
 from mtlbench.knobs import knob_values
 from mtlbench.losses import TrialLoss, build_terms
@@ -177,6 +178,11 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
     rows, fold_metrics, pred_masks = evaluate(forward, method, test, arrays, test_idx, p,
                                               channels_last, precision=precision)
     eval_s = time.perf_counter() - eval_started
+    if spec.keep_model:
+        info = plugins.info.get(owner)
+        meta = model_metadata(spec, method, arrays.classes, owner, info.version if info else "",
+                              knobs, selected, spec.keep_model)
+        kept = save_fold_model(model_path(spec.run_dir, spec.trial_id), model, meta)
     test_ids = [arrays.ids[i] for i in test_idx]
     epochs_run = max(1, p.epochs - 1 - resumed_from)
     return TrialResult(
@@ -193,6 +199,8 @@ def run_trial(spec: TrialSpec, plugins: Plugins | None = None,
                 **peak_memory(device)},
         env={**environment(spec, plugins, owner), "loss": loss.describe(),
              "balancing": spec.balancing, "balancing_knobs": balancing_knobs,
+             "kept_model": ({"file": kept.name, "dtype": spec.keep_model,
+                             "bytes": kept.stat().st_size} if spec.keep_model else None),
              "caveats": loss.caveats(),
              "tasks": sorted(method.tasks), "reference_for": sorted(method.reference_for),
              "references": default_references(plugins.methods.items()),

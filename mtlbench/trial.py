@@ -61,6 +61,9 @@ class TrialSpec:
     # The balancing's knob values that differ from its defaults (mtlbench.balancing.knobs),
     # sorted (name, value) pairs as the trial key holds them; empty at the defaults.
     balancing_knobs: Knobs = ()
+    # Keep the selected model when the trial finishes (mtlbench.fold_models): "fp16" or
+    # "fp32", the precision its weights are kept in; "": not kept. Not part of the trial id.
+    keep_model: str = ""
 
     @property
     def seed(self) -> int:
@@ -125,6 +128,9 @@ class TrialResult:
     # The balancing's knob values away from its defaults, as the trial key holds them (every
     # knob's value is in ``env["balancing_knobs"]``); results written before have none.
     balancing_knobs: dict[str, Any] = field(default_factory=dict)
+    # An evaluation of kept models on another dataset (mtlbench.external_eval): that
+    # dataset's identity; "": the trial's own test fold.
+    test_dataset: str = ""
 
     @classmethod
     def failed(cls, spec: TrialSpec, error: str, **extra: Any) -> TrialResult:

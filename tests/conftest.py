@@ -138,3 +138,11 @@ def tiny_run(out: Path, methods: str, folds: str, epochs: int = 1, extra: tuple 
         *extra])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def kept_run(tmp_path_factory):
+    """A real run of cunet on folds 0 and 1 of the synthetic set at 32², its fold models kept
+    in fp32 (--keep-models): what predict, export and evaluate tests read (do not change it)."""
+    return tiny_run(tmp_path_factory.mktemp("kept") / "run", "cunet", "0,1",
+                    extra=("--keep-models", "fp32"))

@@ -187,7 +187,7 @@ def test_a_store_of_mtlbench_0_1_is_migrated_and_reads_as_key_version_1(tmp_path
     assert rows[0].metrics["Dice"][0] == pytest.approx(75.0)
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == \
-            ("4",)
+            ("5",)
 
 
 def test_rows_are_told_apart_by_their_knobs(tmp_path):

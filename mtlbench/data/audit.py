@@ -38,9 +38,14 @@ class AuditReport:
 
 def thumbnails(cases: list[Case], size: int = THUMB_SIZE) -> np.ndarray:
     """(N, size²) zero-mean, unit-norm thumbnails of the case images."""
-    out = np.empty((len(cases), size * size))
-    for i, case in enumerate(cases):
-        t = np.asarray(Image.fromarray(case.image).resize((size, size), Image.BILINEAR),
+    return image_thumbnails([case.image for case in cases], size)
+
+
+def image_thumbnails(images, size: int = THUMB_SIZE) -> np.ndarray:
+    """(N, size²) zero-mean, unit-norm thumbnails of uint8 gray images (any sizes)."""
+    out = np.empty((len(images), size * size))
+    for i, image in enumerate(images):
+        t = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR),
                        dtype=np.float64).ravel()
         t -= t.mean()
         out[i] = t / (np.linalg.norm(t) + 1e-12)
@@ -76,6 +81,17 @@ def audit_cases(cases: list[Case], threshold: float = NEAR_THRESHOLD) -> AuditRe
             if len({cases[i].label for i in group}) > 1:
                 report.conflicts.append(names)
     return report
+
+
+def cross_duplicates(ids_a, images_a, ids_b, images_b, threshold: float = NEAR_THRESHOLD
+                     ) -> list[tuple[str, str, float]]:
+    """Near duplicates across two image sets: (id in a, id in b, correlation) for every pair
+    whose thumbnails correlate at ``threshold`` or more, highest first. Public BUS sets share
+    scans, so a test set may hold copies of training images."""
+    corr = image_thumbnails(images_a) @ image_thumbnails(images_b).T
+    rows, cols = np.nonzero(corr >= threshold)
+    pairs = [(ids_a[i], ids_b[j], float(corr[i, j])) for i, j in zip(rows, cols, strict=True)]
+    return sorted(pairs, key=lambda p: -p[2])
 
 
 def with_duplicate_groups(cases: list[Case], threshold: float = NEAR_THRESHOLD) -> list[Case]:

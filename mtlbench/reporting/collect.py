@@ -124,7 +124,9 @@ def collect(store: Store, mode: str = "strict", dataset: str | None = None,
     groups: dict[tuple[str, str], list[LeaderboardRow]] = {}
     for row in rows:
         groups.setdefault((row.dataset, row.protocol_hash), []).append(row)
-    trials = store.trials("finished")
+    # The figures, statistics and grid are of the cross-validation; external tests
+    # (`mtlbench evaluate`) are rows of the leaderboard alone.
+    trials = [t for t in store.trials("finished") if not t.get("test_dataset")]
     settings = []
     for (ds, phash), group in groups.items():
         mine = [t for t in trials if t["dataset"] == ds and t["protocol_hash"] == phash]
