@@ -126,7 +126,8 @@ def select_models(models: list[FoldModel], method: str, *, fold: int | None = No
     settings = {m.group_key for m in chosen}
     if len(settings) > 1:
         listed = "; ".join(f"dataset {d}, protocol {p}, knobs {k}, balancing {b}"
-                           for d, p, _, k, b in sorted(settings))
+                           + (f" {bk}" if bk != "{}" else "")
+                           for d, p, _, k, b, bk in sorted(settings))
         raise PredictError(f"the kept models of {method!r} belong to {len(settings)} settings "
                            f"({listed}); choose one with --dataset, --variant or --balancing")
     if not pool_seeds:
