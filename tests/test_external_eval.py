@@ -155,7 +155,8 @@ def test_a_schema_3_store_is_migrated_and_keeps_its_trial_ids(kept_run, tmp_path
     shutil.copytree(kept_run, run)
     db = sqlite3.connect(run / "mtlbench.sqlite")
     ids = sorted(r[0] for r in db.execute("SELECT trial_id FROM trials"))
-    db.execute("ALTER TABLE trials DROP COLUMN test_dataset")
+    db.execute("ALTER TABLE trials DROP COLUMN test_dataset")  # schema 5's column
+    db.execute("ALTER TABLE trials DROP COLUMN balancing_knobs_json")  # schema 4's
     db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
     db.commit()
     db.close()
@@ -164,5 +165,6 @@ def test_a_schema_3_store_is_migrated_and_keeps_its_trial_ids(kept_run, tmp_path
     with Store.in_run_dir(run) as store:
         assert sorted(t["trial_id"] for t in store.trials()) == ids
     db = sqlite3.connect(run / "mtlbench.sqlite")
-    assert "test_dataset" in {r[1] for r in db.execute("PRAGMA table_info(trials)")}
+    assert {"test_dataset", "balancing_knobs_json"} <= {
+        r[1] for r in db.execute("PRAGMA table_info(trials)")}
     assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "5"
