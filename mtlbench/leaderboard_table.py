@@ -97,7 +97,9 @@ def seed_notes(rows: list[LeaderboardRow]) -> list[str]:
     if len(seeds) > 1:
         notes.append("Seeds differ between rows: " + "; ".join(
             f"{r.entry}: {', '.join(map(str, r.seeds))}" for r in rows) + ".")
-    uneven = [r.entry for r in rows if r.trials != len(r.folds) * len(r.seeds)]
+    # An ensemble row has one trial per seed, whatever the folds of its models.
+    uneven = [r.entry for r in rows
+              if r.trials != (1 if r.ensemble else len(r.folds)) * len(r.seeds)]
     if uneven:
         notes.append("Not every seed ran every fold for " + ", ".join(uneven)
                      + ": their means weigh the folds unevenly.")
