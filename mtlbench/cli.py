@@ -744,7 +744,7 @@ def _model_options(command):
                      help="Average the fold models of every training seed."),
         click.option("--balancing", default=None, help="The task balancing (default: fixed)."),
         click.option("--variant", default=None,
-                     help="The method's knobs as its row names them, e.g. lossnet_weight=0.5."),
+                     help="The method's knobs as its row names them, e.g. width=16."),
         click.option("--trained-on", default=None,
                      help="The training dataset, where the source holds models of several."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
